@@ -1,0 +1,2 @@
+//! Criterion benches for the per-packet path.
+fn main() {}

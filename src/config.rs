@@ -1,0 +1,1 @@
+//! Configuration: embedded defaults, an optional TOML file, command-line overrides.

@@ -1,0 +1,284 @@
+//! The command model every control front end parses into, and the replies and
+//! events they format. No IO: `io` executes commands against the workers.
+
+pub mod native;
+
+pub use crate::session::{Codec, LegCounters};
+use serde::Serialize;
+use std::net::SocketAddr;
+use thiserror::Error;
+
+/// A control request, independent of the protocol it arrived in.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Liveness check.
+    Ping,
+    /// Allocate a leg (an RTP/RTCP port pair) in a call, creating the call if new.
+    CreateLeg(CreateLeg),
+    /// Change a leg's signalled remote address, codecs or options.
+    UpdateLeg(UpdateLeg),
+    /// Bridge two legs so media flows both ways between them.
+    Bridge {
+        /// One leg.
+        a: String,
+        /// The other leg.
+        b: String,
+    },
+    /// Take a leg out of its bridge (both sides stop relaying to each other).
+    Unbridge {
+        /// The leg.
+        leg: String,
+    },
+    /// Delete one leg and release its ports.
+    DeleteLeg {
+        /// The leg.
+        leg: String,
+    },
+    /// Delete a call with all its legs.
+    DeleteCall {
+        /// The call.
+        call: String,
+    },
+    /// Describe one call and its legs.
+    QueryCall {
+        /// The call.
+        call: String,
+    },
+    /// List every call.
+    ListCalls,
+    /// Engine-wide counters.
+    Stats,
+    /// Turn this control connection into an event stream.
+    Subscribe,
+}
+
+/// Arguments of [`Command::CreateLeg`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CreateLeg {
+    /// The call the leg belongs to (created on first use).
+    pub call: String,
+    /// A name for the leg, unique in the engine; generated when absent.
+    pub leg: Option<String>,
+    /// Where the leg's endpoint says it receives RTP (from its SDP).
+    pub remote: Option<SocketAddr>,
+    /// Where it receives RTCP, if not at the RTP port + 1.
+    pub remote_rtcp: Option<SocketAddr>,
+    /// Send to the signalled address and never learn one from received packets.
+    pub trust_address: bool,
+    /// RTP and RTCP share the RTP port (RFC 5761).
+    pub rtcp_mux: bool,
+    /// Codecs offered for this leg, in preference order.
+    pub codecs: Vec<Codec>,
+    /// Seconds without RTP before a media-timeout event (engine default if absent).
+    pub media_timeout: Option<u32>,
+    /// The leg is expected to be silent (e.g. on hold): use the longer timeout.
+    pub silent: bool,
+}
+
+/// Arguments of [`Command::UpdateLeg`]; absent fields are left as they are.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpdateLeg {
+    /// The leg.
+    pub leg: String,
+    /// New signalled RTP address; opens the re-latch window.
+    pub remote: Option<SocketAddr>,
+    /// New signalled RTCP address.
+    pub remote_rtcp: Option<SocketAddr>,
+    /// New codec list.
+    pub codecs: Option<Vec<Codec>>,
+    /// New rtcp-mux setting.
+    pub rtcp_mux: Option<bool>,
+    /// New silent-leg setting.
+    pub silent: Option<bool>,
+}
+
+/// A failed command: a stable machine-readable code and a sentence for a person.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{code}: {message}")]
+pub struct ControlError {
+    /// Stable code, part of the protocol.
+    pub code: ErrorCode,
+    /// What was wrong and what to do about it.
+    pub message: String,
+}
+
+impl ControlError {
+    /// Builds an error from a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ControlError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Stable error codes of the control protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request is not valid JSON (or not the protocol's framing).
+    BadRequest,
+    /// The command name is not known.
+    UnknownCommand,
+    /// A required field is missing.
+    MissingField,
+    /// A field has the wrong type or an invalid value.
+    InvalidField,
+    /// No leg has that name.
+    UnknownLeg,
+    /// No call has that id.
+    UnknownCall,
+    /// A leg with that name already exists.
+    LegExists,
+    /// The configured port range has no free pair left.
+    PortsExhausted,
+    /// The operation does not apply to the leg in its current state.
+    InvalidState,
+    /// The engine failed internally (a bug or a resource problem); see the log.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownCommand => "unknown_command",
+            ErrorCode::MissingField => "missing_field",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::UnknownLeg => "unknown_leg",
+            ErrorCode::UnknownCall => "unknown_call",
+            ErrorCode::LegExists => "leg_exists",
+            ErrorCode::PortsExhausted => "ports_exhausted",
+            ErrorCode::InvalidState => "invalid_state",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The successful result of a command.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    /// Nothing to report beyond success.
+    Done {},
+    /// Answer to `ping`.
+    Pong {
+        /// Always `"pong"`.
+        pong: &'static str,
+    },
+    /// A leg was created.
+    LegCreated(LegCreated),
+    /// One call.
+    Call(CallInfo),
+    /// All calls.
+    Calls {
+        /// The calls.
+        calls: Vec<CallInfo>,
+    },
+    /// Engine counters.
+    Stats(Stats),
+    /// The connection now carries events.
+    Subscribed {
+        /// Always `true`.
+        subscribed: bool,
+    },
+}
+
+/// Result of [`Command::CreateLeg`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LegCreated {
+    /// The call.
+    pub call: String,
+    /// The leg's name.
+    pub leg: String,
+    /// The address to put in SDP (the advertised address of the interface).
+    pub ip: std::net::IpAddr,
+    /// Local RTP port (even).
+    pub rtp_port: u16,
+    /// Local RTCP port (RTP + 1).
+    pub rtcp_port: u16,
+}
+
+/// A call and its legs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallInfo {
+    /// The call id.
+    pub call: String,
+    /// Seconds since the call was created.
+    pub age_secs: f64,
+    /// Its legs.
+    pub legs: Vec<LegInfo>,
+}
+
+/// One leg's state and counters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LegInfo {
+    /// The leg's name.
+    pub leg: String,
+    /// Local RTP port.
+    pub rtp_port: u16,
+    /// Local RTCP port.
+    pub rtcp_port: u16,
+    /// Signalled RTP address, if any.
+    pub remote: Option<SocketAddr>,
+    /// Address learned from received RTP, if latched.
+    pub latched: Option<SocketAddr>,
+    /// SSRC seen from the endpoint, if any.
+    pub ssrc: Option<u32>,
+    /// The leg it is bridged to.
+    pub peer: Option<String>,
+    /// `live`, `idle` (no peer) — more states come with hold and park.
+    pub state: &'static str,
+    /// Packet and byte counters.
+    pub counters: LegCounters,
+}
+
+/// Engine-wide counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Stats {
+    /// Seconds since start.
+    pub uptime_secs: f64,
+    /// Which packet backend runs: `io_uring` or `epoll`.
+    pub backend: &'static str,
+    /// Number of worker threads.
+    pub workers: usize,
+    /// Calls in the engine.
+    pub calls: usize,
+    /// Legs in the engine.
+    pub legs: usize,
+    /// Port pairs still free.
+    pub free_port_pairs: usize,
+    /// Totals over all current legs.
+    pub totals: LegCounters,
+    /// Sends the kernel refused (e.g. buffer full, unreachable).
+    pub send_errors: u64,
+}
+
+/// An asynchronous notification for subscribers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A leg received no RTP for its media timeout.
+    MediaTimeout {
+        /// The call.
+        call: String,
+        /// The leg.
+        leg: String,
+        /// The timeout that elapsed, in seconds.
+        after_secs: u32,
+    },
+    /// A call was deleted (by command or because its last leg went).
+    CallDeleted {
+        /// The call.
+        call: String,
+        /// Why: `command` or `last_leg`.
+        reason: &'static str,
+    },
+}

@@ -1,0 +1,1 @@
+//! The native protocol: JSON lines over a Unix stream socket (docs/native-protocol.md).

@@ -1,0 +1,2 @@
+//! The only code with sockets, rings and clocks: workers, the port allocator,
+//! control listeners.

@@ -1,0 +1,3 @@
+//! The `rtpark` command.
+
+fn main() {}

@@ -1,0 +1,189 @@
+//! One call leg: its addresses, latch state, counters and egress context.
+
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// How a leg learns where to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LatchPolicy {
+    /// Learn the remote from the first valid RTP packet (symmetric RTP, NAT friendly).
+    #[default]
+    Learn,
+    /// Send to the signalled address only; packets from elsewhere are foreign.
+    Trust,
+}
+
+/// Everything needed to create a leg; the io layer has already bound its sockets.
+#[derive(Debug, Clone)]
+pub struct LegConfig {
+    /// Call id.
+    pub call: String,
+    /// Leg name, unique in the engine.
+    pub name: String,
+    /// Local RTP address (even port).
+    pub local_rtp: SocketAddr,
+    /// Local RTCP address (RTP + 1).
+    pub local_rtcp: SocketAddr,
+    /// Signalled RTP address.
+    pub remote: Option<SocketAddr>,
+    /// Signalled RTCP address (defaults to RTP port + 1 when absent).
+    pub remote_rtcp: Option<SocketAddr>,
+    /// Latch policy.
+    pub latch: LatchPolicy,
+    /// RTCP multiplexed on the RTP port (RFC 5761).
+    pub rtcp_mux: bool,
+    /// Codecs signalled for the leg.
+    pub codecs: Vec<Codec>,
+    /// No RTP for this long raises a media-timeout event.
+    pub media_timeout: Duration,
+    /// The timeout used instead while the leg is expected to be silent.
+    pub silent_timeout: Duration,
+    /// The leg is expected to be silent.
+    pub silent: bool,
+}
+
+/// A change to a leg from the control plane; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct LegUpdate {
+    /// New signalled RTP address; opens the re-latch window.
+    pub remote: Option<SocketAddr>,
+    /// New signalled RTCP address.
+    pub remote_rtcp: Option<SocketAddr>,
+    /// New codecs.
+    pub codecs: Option<Vec<Codec>>,
+    /// New rtcp-mux flag.
+    pub rtcp_mux: Option<bool>,
+    /// New silent flag.
+    pub silent: Option<bool>,
+}
+
+/// Per-leg rewrite state for packets sent *to* the leg's endpoint, so the
+/// endpoint sees one continuous stream whatever the source (DESIGN.md, RTP
+/// continuity). With no source switch yet it is the identity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EgressContext {
+    /// SSRC to put on every packet, if rewriting.
+    pub ssrc: Option<u32>,
+    /// Added (wrapping) to the source's sequence numbers.
+    pub seq_offset: u16,
+    /// Added (wrapping) to the source's timestamps.
+    pub ts_offset: u32,
+    /// Set the marker bit on the next packet sent.
+    pub mark_next: bool,
+}
+
+impl EgressContext {
+    /// Whether rewriting is a no-op (the relay fast path skips it).
+    #[inline]
+    pub fn is_identity(&self) -> bool {
+        self.ssrc.is_none() && self.seq_offset == 0 && self.ts_offset == 0 && !self.mark_next
+    }
+
+    /// Rewrites the RTP packet in `buf` (already validated) in place.
+    #[inline]
+    pub fn apply(&mut self, buf: &mut [u8]) {
+        use crate::rtp::header::{set_marker, set_sequence, set_ssrc, set_timestamp};
+        if self.is_identity() {
+            return;
+        }
+        let seq = u16::from_be_bytes([buf[2], buf[3]]).wrapping_add(self.seq_offset);
+        let ts = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]).wrapping_add(self.ts_offset);
+        set_sequence(buf, seq);
+        set_timestamp(buf, ts);
+        if let Some(ssrc) = self.ssrc {
+            set_ssrc(buf, ssrc);
+        }
+        if self.mark_next {
+            set_marker(buf, true);
+            self.mark_next = false;
+        }
+    }
+}
+
+/// One call leg.
+#[derive(Debug, Clone)]
+pub struct Leg {
+    /// How it was created (updated by [`LegUpdate`]).
+    pub config: LegConfig,
+    /// Address learned from RTP, once latched.
+    pub latched_rtp: Option<SocketAddr>,
+    /// Address learned from RTCP, once latched.
+    pub latched_rtcp: Option<SocketAddr>,
+    /// SSRC of the endpoint's stream, once seen.
+    pub ssrc: Option<u32>,
+    /// Re-latching to a new source is allowed until then (after a control update).
+    pub relatch_until: Option<Instant>,
+    /// The bridged leg, if any.
+    pub peer: Option<super::LegKey>,
+    /// Counters.
+    pub counters: LegCounters,
+    /// Egress rewrite state.
+    pub egress: EgressContext,
+    /// When the leg was created.
+    pub created: Instant,
+    /// Last accepted RTP packet (or creation time).
+    pub last_rtp: Instant,
+    /// A media-timeout event was raised and no RTP arrived since.
+    pub timed_out: bool,
+    /// The RTP socket is `connect()`ed to `latched_rtp` (or the trusted remote).
+    pub rtp_connected: bool,
+    /// The RTCP socket is `connect()`ed.
+    pub rtcp_connected: bool,
+}
+
+impl Leg {
+    /// Where RTP for this leg's endpoint goes now: the latched source, else the signalled address.
+    pub fn rtp_destination(&self) -> Option<SocketAddr> {
+        self.latched_rtp.or(self.config.remote)
+    }
+
+    /// Where RTCP for this leg's endpoint goes now (the RTP destination with rtcp-mux).
+    pub fn rtcp_destination(&self) -> Option<SocketAddr> {
+        if self.config.rtcp_mux {
+            return self.rtp_destination();
+        }
+        self.latched_rtcp.or(self.config.remote_rtcp).or_else(|| {
+            self.config.remote.map(|mut a| {
+                a.set_port(a.port().wrapping_add(1));
+                a
+            })
+        })
+    }
+}
+
+/// A codec as signalled in SDP: payload type, encoding name, clock rate, channels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Codec {
+    /// RTP payload type.
+    pub pt: u8,
+    /// Encoding name as in `a=rtpmap` (e.g. `PCMU`, `opus`, `telephone-event`).
+    pub name: String,
+    /// Clock rate in Hz.
+    pub rate: u32,
+    /// Channel count.
+    pub channels: u8,
+}
+
+
+/// Per-leg packet counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LegCounters {
+    /// RTP packets received from the endpoint and accepted.
+    pub rtp_in: u64,
+    /// RTP bytes received and accepted.
+    pub rtp_in_bytes: u64,
+    /// RTP packets sent to the endpoint.
+    pub rtp_out: u64,
+    /// RTCP packets received and accepted.
+    pub rtcp_in: u64,
+    /// RTCP packets sent to the endpoint.
+    pub rtcp_out: u64,
+    /// Packets from a source other than the latched one.
+    pub dropped_foreign: u64,
+    /// Packets that are not valid RTP/RTCP.
+    pub dropped_malformed: u64,
+    /// Valid packets with nowhere to go (no peer, or the peer has no address yet).
+    pub dropped_no_route: u64,
+}
+

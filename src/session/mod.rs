@@ -1,0 +1,14 @@
+//! Legs and calls, sans-IO: latching, bridging, counters, timeouts and the
+//! egress context, all driven by `now` passed in.
+//!
+//! A [`Shard`] is the part of the engine one worker owns. The io layer feeds it
+//! every datagram with [`Shard::handle_rtp`] / [`Shard::handle_rtcp`] and acts on
+//! the returned [`Verdict`]; it calls [`Shard::handle_timeout`] when
+//! [`Shard::poll_timeout`] says so, and drains [`Shard::poll_event`] and
+//! [`Shard::poll_socket_op`] after every mutation.
+
+mod leg;
+mod shard;
+
+pub use leg::{Codec, EgressContext, LegCounters, LatchPolicy, Leg, LegConfig, LegUpdate};
+pub use shard::{DropReason, Forward, LegKey, SessionError, Shard, ShardConfig, SocketKind, SocketOp, SessionEvent, Verdict};
