@@ -35,9 +35,9 @@ pub struct LegConfig {
     pub rtcp_mux: bool,
     /// Codecs signalled for the leg.
     pub codecs: Vec<Codec>,
-    /// No RTP for this long raises a media-timeout event.
+    /// No RTP for this long raises a media-timeout event (zero: never).
     pub media_timeout: Duration,
-    /// The timeout used instead while the leg is expected to be silent.
+    /// The timeout used instead while the leg is expected to be silent (zero: never).
     pub silent_timeout: Duration,
     /// The leg is expected to be silent.
     pub silent: bool,
@@ -134,6 +134,7 @@ pub struct Leg {
 
 impl Leg {
     /// Where RTP for this leg's endpoint goes now: the latched source, else the signalled address.
+    #[inline]
     pub fn rtp_destination(&self) -> Option<SocketAddr> {
         self.latched_rtp.or(self.config.remote)
     }
@@ -165,7 +166,6 @@ pub struct Codec {
     pub channels: u8,
 }
 
-
 /// Per-leg packet counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct LegCounters {
@@ -186,4 +186,3 @@ pub struct LegCounters {
     /// Valid packets with nowhere to go (no peer, or the peer has no address yet).
     pub dropped_no_route: u64,
 }
-

@@ -10,5 +10,8 @@
 mod leg;
 mod shard;
 
-pub use leg::{Codec, EgressContext, LegCounters, LatchPolicy, Leg, LegConfig, LegUpdate};
-pub use shard::{DropReason, Forward, LegKey, SessionError, Shard, ShardConfig, SocketKind, SocketOp, SessionEvent, Verdict};
+pub use leg::{Codec, EgressContext, LatchPolicy, Leg, LegConfig, LegCounters, LegUpdate};
+pub use shard::{
+    DropReason, Forward, LegKey, SessionError, SessionEvent, Shard, ShardConfig, SocketKind,
+    SocketOp, Verdict,
+};
