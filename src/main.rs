@@ -1,3 +1,117 @@
-//! The `rtpark` command.
+//! The `rtpark` command: runs the engine (default) or talks to a running one.
 
-fn main() {}
+use clap::{Args, Parser, Subcommand};
+use rtpark::config::{Config, Overrides, DEFAULT_NATIVE_SOCKET};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// rtpark: RTP relay, music on hold and call park for SIP cores.
+#[derive(Parser)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the engine (the default when no subcommand is given).
+    Run(RunArgs),
+    /// Send a command to a running engine over its native control socket.
+    Ctl {
+        /// The native control socket.
+        #[arg(long, default_value = DEFAULT_NATIVE_SOCKET)]
+        socket: PathBuf,
+        /// `<cmd> [key=value ...]`, `--raw '<json>'`, or `--help` for the list.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Print the effective configuration and exit (checks a config file).
+    CheckConfig(RunArgs),
+}
+
+#[derive(Args, Default, Clone)]
+struct RunArgs {
+    /// TOML configuration file (every key optional; see README).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Media address, optionally with the address to advertise: IP[!ADVERTISED_IP].
+    #[arg(long, value_name = "IP[!ADV]")]
+    interface: Option<String>,
+    /// Lowest RTP port.
+    #[arg(long, value_name = "N")]
+    port_min: Option<u32>,
+    /// Highest RTP/RTCP port.
+    #[arg(long, value_name = "N")]
+    port_max: Option<u32>,
+    /// Worker threads (0 = one per core).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Native control socket: unix:PATH.
+    #[arg(long, value_name = "unix:PATH")]
+    listen_native: Option<String>,
+    /// Packet backend: auto, io_uring or epoll.
+    #[arg(long, value_name = "NAME")]
+    backend: Option<String>,
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+impl RunArgs {
+    fn overrides(self) -> Overrides {
+        Overrides {
+            config: self.config,
+            interface: self.interface,
+            port_min: self.port_min,
+            port_max: self.port_max,
+            workers: self.workers,
+            listen_native: self.listen_native,
+            backend: self.backend,
+            log_level: self.log_level,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Cmd::Ctl { socket, args }) => rtpark::io::ctl::run(&socket, &args),
+        Some(Cmd::CheckConfig(args)) => match Config::load(&args.overrides()) {
+            Ok(c) => {
+                println!("{c:#?}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("rtpark: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Some(Cmd::Run(args)) => run(args),
+        None => run(cli.run),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let config = match Config::load(&args.overrides()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rtpark: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::new()
+        .parse_filters(&config.log_level)
+        .format_target(false)
+        .init();
+    log::info!("rtpark {} starting", env!("CARGO_PKG_VERSION"));
+    match rtpark::io::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! The control executor: runs [`Command`]s against the workers and keeps the
+//! directory of calls and legs. Commands are serialised by one mutex, which
+//! makes every multi-step command atomic; the packet path never takes it.
+
+use super::ports::{PortAllocator, PortError};
+use super::worker::{LegSockets, WorkerCtx, WorkerGone, WorkerHandle};
+use crate::config::Config;
+use crate::control::{
+    CallInfo, Command, ControlError, CreateLeg, ErrorCode, Event, LegCounters, LegCreated,
+    LegInfo, Reply, Stats, UpdateLeg,
+};
+use crate::session::{LatchPolicy, LegConfig, LegKey, LegUpdate, SessionEvent};
+use crossbeam_channel::Sender;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+struct CallEntry {
+    worker: usize,
+    legs: Vec<String>,
+    created: Instant,
+}
+
+struct LegEntry {
+    call: String,
+    worker: usize,
+    key: LegKey,
+}
+
+struct Directory {
+    ports: PortAllocator,
+    calls: HashMap<String, CallEntry>,
+    legs: HashMap<String, LegEntry>,
+    legs_per_worker: Vec<usize>,
+    next_leg: u64,
+}
+
+/// The engine as the control plane sees it.
+pub struct Engine {
+    dir: Mutex<Directory>,
+    workers: Vec<WorkerHandle>,
+    config: Config,
+    subscribers: Mutex<Vec<Sender<Event>>>,
+    started: Instant,
+    backend: &'static str,
+}
+
+impl From<WorkerGone> for ControlError {
+    fn from(e: WorkerGone) -> Self {
+        ControlError::new(ErrorCode::Internal, format!("{e}; see the log"))
+    }
+}
+
+fn unknown_leg(name: &str) -> ControlError {
+    ControlError::new(
+        ErrorCode::UnknownLeg,
+        format!("no leg named `{name}`; list_calls shows the legs that exist"),
+    )
+}
+
+fn unknown_call(call: &str) -> ControlError {
+    ControlError::new(
+        ErrorCode::UnknownCall,
+        format!("no call `{call}`; list_calls shows the calls that exist"),
+    )
+}
+
+impl Engine {
+    /// An engine over running workers.
+    pub fn new(config: Config, workers: Vec<WorkerHandle>, backend: &'static str) -> Engine {
+        let ports = PortAllocator::new(config.interface.bind, config.port_min, config.port_max);
+        Engine {
+            dir: Mutex::new(Directory {
+                ports,
+                calls: HashMap::new(),
+                legs: HashMap::new(),
+                legs_per_worker: vec![0; workers.len()],
+                next_leg: 1,
+            }),
+            workers,
+            config,
+            subscribers: Mutex::new(Vec::new()),
+            started: Instant::now(),
+            backend,
+        }
+    }
+
+    /// Adds an event subscriber.
+    pub fn subscribe(&self, tx: Sender<Event>) {
+        lock(&self.subscribers).push(tx);
+    }
+
+    /// Sends an event to every subscriber, dropping the ones that went away.
+    pub fn publish(&self, event: Event) {
+        lock(&self.subscribers).retain(|s| s.send(event.clone()).is_ok());
+    }
+
+    /// Turns a worker's session event into a control event and publishes it.
+    pub fn on_session_event(&self, _worker: usize, ev: SessionEvent) {
+        match ev {
+            SessionEvent::MediaTimeout {
+                call, name, after, ..
+            } => {
+                log::info!("call {call} leg {name}: no RTP for {}s", after.as_secs());
+                self.publish(Event::MediaTimeout {
+                    call,
+                    leg: name,
+                    after_secs: after.as_secs() as u32,
+                })
+            }
+        }
+    }
+
+    /// Stops every worker.
+    pub fn shutdown(&self) {
+        for w in &self.workers {
+            w.shutdown();
+        }
+    }
+
+    /// Runs one command.
+    pub fn execute(&self, cmd: Command) -> Result<Reply, ControlError> {
+        match cmd {
+            Command::Ping => Ok(Reply::Pong { pong: "pong" }),
+            Command::CreateLeg(c) => self.create_leg(c).map(Reply::LegCreated),
+            Command::UpdateLeg(u) => self.update_leg(u),
+            Command::Bridge { a, b } => self.bridge(&a, &b),
+            Command::Unbridge { leg } => {
+                let dir = lock(&self.dir);
+                let (w, key) = leg_of(&dir, &leg)?;
+                self.workers[w].call(move |ctx| ctx.shard.unbridge(key).map(|_| ()))?
+                    .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
+                Ok(Reply::Done {})
+            }
+            Command::DeleteLeg { leg } => {
+                let mut dir = lock(&self.dir);
+                let call = dir.legs.get(&leg).ok_or_else(|| unknown_leg(&leg))?.call.clone();
+                self.remove_leg(&mut dir, &leg)?;
+                let entry = dir.calls.get_mut(&call);
+                if let Some(entry) = entry {
+                    entry.legs.retain(|l| l != &leg);
+                    if entry.legs.is_empty() {
+                        dir.calls.remove(&call);
+                        drop(dir);
+                        self.publish(Event::CallDeleted {
+                            call,
+                            reason: "last_leg",
+                        });
+                    }
+                }
+                Ok(Reply::Done {})
+            }
+            Command::DeleteCall { call } => {
+                let mut dir = lock(&self.dir);
+                let entry = dir.calls.remove(&call).ok_or_else(|| unknown_call(&call))?;
+                for leg in &entry.legs {
+                    self.remove_leg(&mut dir, leg)?;
+                }
+                drop(dir);
+                self.publish(Event::CallDeleted {
+                    call,
+                    reason: "command",
+                });
+                Ok(Reply::Done {})
+            }
+            Command::QueryCall { call } => {
+                let dir = lock(&self.dir);
+                let entry = dir.calls.get(&call).ok_or_else(|| unknown_call(&call))?;
+                Ok(Reply::Call(self.call_info(&dir, &call, entry)?))
+            }
+            Command::ListCalls => {
+                let dir = lock(&self.dir);
+                let mut calls = Vec::with_capacity(dir.calls.len());
+                for (id, entry) in &dir.calls {
+                    calls.push(self.call_info(&dir, id, entry)?);
+                }
+                calls.sort_by(|a, b| a.call.cmp(&b.call));
+                Ok(Reply::Calls { calls })
+            }
+            Command::Stats => self.stats().map(Reply::Stats),
+            Command::Subscribe => Ok(Reply::Subscribed { subscribed: true }),
+        }
+    }
+
+    fn create_leg(&self, c: CreateLeg) -> Result<LegCreated, ControlError> {
+        if c.call.is_empty() {
+            return Err(ControlError::new(
+                ErrorCode::InvalidField,
+                "call must be a non-empty string",
+            ));
+        }
+        let mut dir = lock(&self.dir);
+        let name = match c.leg {
+            Some(name) if dir.legs.contains_key(&name) => {
+                return Err(ControlError::new(
+                    ErrorCode::LegExists,
+                    format!("a leg named `{name}` already exists; pick another name or delete it first"),
+                ))
+            }
+            Some(name) => name,
+            None => loop {
+                let n = dir.next_leg;
+                dir.next_leg += 1;
+                let name = format!("L{n}");
+                if !dir.legs.contains_key(&name) {
+                    break name;
+                }
+            },
+        };
+        let worker = match dir.calls.get(&c.call) {
+            Some(e) => e.worker,
+            None => (0..self.workers.len())
+                .min_by_key(|&w| dir.legs_per_worker[w])
+                .unwrap_or(0),
+        };
+        let pair = dir.ports.allocate().map_err(|e| match e {
+            PortError::Exhausted { .. } => ControlError::new(ErrorCode::PortsExhausted, e.to_string()),
+            PortError::Socket(_) => ControlError::new(ErrorCode::Internal, e.to_string()),
+        })?;
+        let port = pair.port;
+        let ip = self.config.interface.bind;
+        let leg_config = LegConfig {
+            call: c.call.clone(),
+            name: name.clone(),
+            local_rtp: std::net::SocketAddr::new(ip, port),
+            local_rtcp: std::net::SocketAddr::new(ip, port + 1),
+            remote: c.remote,
+            remote_rtcp: c.remote_rtcp,
+            latch: if c.trust_address {
+                LatchPolicy::Trust
+            } else {
+                LatchPolicy::Learn
+            },
+            rtcp_mux: c.rtcp_mux,
+            codecs: c.codecs,
+            media_timeout: c
+                .media_timeout
+                .map_or(self.config.media_timeout, |s| Duration::from_secs(s.max(1) as u64)),
+            silent_timeout: self.config.silent_timeout,
+            silent: c.silent,
+        };
+        let sockets = LegSockets {
+            rtp: pair.rtp,
+            rtcp: pair.rtcp,
+            port,
+        };
+        let added = self.workers[worker].call(move |ctx: &mut WorkerCtx| {
+            ctx.add_leg(Instant::now(), leg_config, sockets)
+        });
+        let key = match added {
+            Ok(Ok(key)) => key,
+            Ok(Err(e)) => {
+                dir.ports.release(port);
+                return Err(ControlError::new(
+                    ErrorCode::Internal,
+                    format!("cannot receive on port {port}: {e}"),
+                ));
+            }
+            Err(e) => {
+                dir.ports.release(port);
+                return Err(e.into());
+            }
+        };
+        dir.legs_per_worker[worker] += 1;
+        dir.legs.insert(
+            name.clone(),
+            LegEntry {
+                call: c.call.clone(),
+                worker,
+                key,
+            },
+        );
+        dir.calls
+            .entry(c.call.clone())
+            .or_insert_with(|| CallEntry {
+                worker,
+                legs: Vec::new(),
+                created: Instant::now(),
+            })
+            .legs
+            .push(name.clone());
+        Ok(LegCreated {
+            call: c.call,
+            leg: name,
+            ip: self.config.interface.advertised,
+            rtp_port: port,
+            rtcp_port: port + 1,
+        })
+    }
+
+    fn update_leg(&self, u: UpdateLeg) -> Result<Reply, ControlError> {
+        let dir = lock(&self.dir);
+        let (w, key) = leg_of(&dir, &u.leg)?;
+        let update = LegUpdate {
+            remote: u.remote,
+            remote_rtcp: u.remote_rtcp,
+            codecs: u.codecs,
+            rtcp_mux: u.rtcp_mux,
+            silent: u.silent,
+        };
+        self.workers[w]
+            .call(move |ctx| {
+                let r = ctx.shard.update_leg(Instant::now(), key, update);
+                ctx.apply_socket_ops();
+                r
+            })?
+            .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
+        Ok(Reply::Done {})
+    }
+
+    fn bridge(&self, a: &str, b: &str) -> Result<Reply, ControlError> {
+        let mut dir = lock(&self.dir);
+        let (wa, ka) = leg_of(&dir, a)?;
+        let (wb, _) = leg_of(&dir, b)?;
+        if a == b {
+            return Err(ControlError::new(
+                ErrorCode::InvalidField,
+                format!("cannot bridge leg `{a}` to itself; name two different legs"),
+            ));
+        }
+        if wa != wb {
+            self.move_leg(&mut dir, b, wa)?;
+        }
+        let (_, kb) = leg_of(&dir, b)?;
+        self.workers[wa]
+            .call(move |ctx| ctx.shard.bridge(ka, kb))?
+            .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
+        Ok(Reply::Done {})
+    }
+
+    /// Moves a leg, with its sockets and state, to worker `to`: bridged legs must
+    /// share a worker, since a worker relays only between legs it owns.
+    fn move_leg(&self, dir: &mut Directory, name: &str, to: usize) -> Result<(), ControlError> {
+        let (from, key) = leg_of(dir, name)?;
+        let detached = self.workers[from]
+            .call(move |ctx| ctx.detach_leg(key))?
+            .ok_or_else(|| unknown_leg(name))?;
+        let (leg, sockets) = detached;
+        let port = sockets.port;
+        let adopted = self.workers[to].call(move |ctx| ctx.adopt_leg(Instant::now(), leg, sockets))?;
+        let entry = dir.legs.remove(name).ok_or_else(|| unknown_leg(name))?;
+        dir.legs_per_worker[from] -= 1;
+        match adopted {
+            Ok(key) => {
+                dir.legs_per_worker[to] += 1;
+                dir.legs.insert(name.to_owned(), LegEntry { key, worker: to, ..entry });
+                Ok(())
+            }
+            Err(e) => {
+                // The leg is gone; keep the directory truthful about it.
+                dir.ports.release(port);
+                if let Some(c) = dir.calls.get_mut(&entry.call) {
+                    c.legs.retain(|l| l != name);
+                }
+                Err(ControlError::new(
+                    ErrorCode::Internal,
+                    format!("leg `{name}` was lost moving between workers: {e}"),
+                ))
+            }
+        }
+    }
+
+    /// Removes a leg from its worker and the directory (not from its call entry).
+    fn remove_leg(&self, dir: &mut Directory, name: &str) -> Result<(), ControlError> {
+        let entry = dir.legs.remove(name).ok_or_else(|| unknown_leg(name))?;
+        let key = entry.key;
+        let removed = self.workers[entry.worker].call(move |ctx| {
+            // Dropping the sockets here closes them on the worker.
+            ctx.detach_leg(key).map(|(_, sockets)| sockets.port)
+        })?;
+        dir.legs_per_worker[entry.worker] -= 1;
+        if let Some(port) = removed {
+            dir.ports.release(port);
+        }
+        Ok(())
+    }
+
+    fn call_info(&self, dir: &Directory, id: &str, entry: &CallEntry) -> Result<CallInfo, ControlError> {
+        // A call's legs usually share its worker, but a bridge may have moved one.
+        let mut legs = Vec::with_capacity(entry.legs.len());
+        for name in &entry.legs {
+            let Some(e) = dir.legs.get(name) else { continue };
+            let key = e.key;
+            if let Some(info) = self.workers[e.worker].call(move |ctx| leg_info(ctx, key))? {
+                legs.push(info);
+            }
+        }
+        Ok(CallInfo {
+            call: id.to_owned(),
+            age_secs: entry.created.elapsed().as_secs_f64(),
+            legs,
+        })
+    }
+
+    fn stats(&self) -> Result<Stats, ControlError> {
+        let dir = lock(&self.dir);
+        let mut totals = LegCounters::default();
+        let mut send_errors = 0;
+        for w in &self.workers {
+            let (t, e) = w.call(|ctx| {
+                let mut t = LegCounters::default();
+                for (_, leg) in ctx.shard.legs() {
+                    add_counters(&mut t, &leg.counters);
+                }
+                (t, ctx.backend_stats.send_errors)
+            })?;
+            add_counters(&mut totals, &t);
+            send_errors += e;
+        }
+        Ok(Stats {
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            backend: self.backend,
+            workers: self.workers.len(),
+            calls: dir.calls.len(),
+            legs: dir.legs.len(),
+            free_port_pairs: dir.ports.free_pairs(),
+            totals,
+            send_errors,
+        })
+    }
+}
+
+fn add_counters(t: &mut LegCounters, c: &LegCounters) {
+    t.rtp_in += c.rtp_in;
+    t.rtp_in_bytes += c.rtp_in_bytes;
+    t.rtp_out += c.rtp_out;
+    t.rtcp_in += c.rtcp_in;
+    t.rtcp_out += c.rtcp_out;
+    t.dropped_foreign += c.dropped_foreign;
+    t.dropped_malformed += c.dropped_malformed;
+    t.dropped_no_route += c.dropped_no_route;
+}
+
+fn leg_info(ctx: &WorkerCtx, key: LegKey) -> Option<LegInfo> {
+    let leg = ctx.shard.leg(key)?;
+    let peer = leg
+        .peer
+        .and_then(|p| ctx.shard.leg(p))
+        .map(|p| p.config.name.clone());
+    Some(LegInfo {
+        leg: leg.config.name.clone(),
+        rtp_port: leg.config.local_rtp.port(),
+        rtcp_port: leg.config.local_rtcp.port(),
+        remote: leg.config.remote,
+        latched: leg.latched_rtp,
+        ssrc: leg.ssrc,
+        state: if peer.is_some() { "live" } else { "idle" },
+        peer,
+        counters: leg.counters,
+    })
+}
+
+fn leg_of(dir: &Directory, name: &str) -> Result<(usize, LegKey), ControlError> {
+    dir.legs
+        .get(name)
+        .map(|e| (e.worker, e.key))
+        .ok_or_else(|| unknown_leg(name))
+}
+
+/// Locks a mutex, recovering from poisoning: a panicked control thread must not
+/// take the whole control plane down with it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,347 @@
+//! A worker thread: owns a [`Shard`], its legs' sockets and a packet backend,
+//! runs control jobs sent over a channel, and relays packets.
+
+use super::backend::{BackendStats, Egress, PacketIo, Token, Waker};
+use crate::session::{LegKey, SessionEvent, Shard, SocketKind, SocketOp, Verdict};
+use crossbeam_channel::{Receiver, Sender};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A control job, run on the worker thread with exclusive access to its state.
+pub type Job = Box<dyn FnOnce(&mut WorkerCtx) + Send>;
+
+/// The sockets of one leg.
+#[derive(Debug)]
+pub struct LegSockets {
+    /// RTP socket (even port).
+    pub rtp: UdpSocket,
+    /// RTCP socket (odd port).
+    pub rtcp: UdpSocket,
+    /// The even port, returned to the allocator when the leg goes.
+    pub port: u16,
+}
+
+/// Everything a worker owns, as control jobs see it.
+pub struct WorkerCtx {
+    /// The session state.
+    pub shard: Shard,
+    /// Sockets by leg slot index.
+    sockets: Vec<Option<LegSockets>>,
+    /// The packet backend.
+    io: Box<dyn PacketIo>,
+    /// Where session events go.
+    events: Sender<(usize, SessionEvent)>,
+    /// This worker's number.
+    pub id: usize,
+    /// The backend's counters as of the last loop turn.
+    pub backend_stats: BackendStats,
+    /// Set by a job to end the loop.
+    stop: bool,
+}
+
+fn tokens(key: LegKey) -> [Token; 2] {
+    [
+        Token::new(key.index(), key.generation(), false),
+        Token::new(key.index(), key.generation(), true),
+    ]
+}
+
+impl WorkerCtx {
+    /// Adds a leg with its bound sockets and starts receiving on them.
+    pub fn add_leg(
+        &mut self,
+        now: Instant,
+        config: crate::session::LegConfig,
+        sockets: LegSockets,
+    ) -> std::io::Result<LegKey> {
+        let key = self.shard.add_leg(now, config);
+        self.attach_sockets(key, sockets)?;
+        Ok(key)
+    }
+
+    /// Adopts a leg detached from another worker, keeping its state.
+    pub fn adopt_leg(
+        &mut self,
+        now: Instant,
+        leg: crate::session::Leg,
+        sockets: LegSockets,
+    ) -> std::io::Result<LegKey> {
+        let key = self.shard.insert_leg(now, leg);
+        self.attach_sockets(key, sockets)?;
+        Ok(key)
+    }
+
+    fn attach_sockets(&mut self, key: LegKey, sockets: LegSockets) -> std::io::Result<()> {
+        let i = key.index() as usize;
+        if self.sockets.len() <= i {
+            self.sockets.resize_with(i + 1, || None);
+        }
+        let [rtp, rtcp] = tokens(key);
+        let registered = self
+            .io
+            .register(rtp, sockets.rtp.as_raw_fd())
+            .and_then(|_| self.io.register(rtcp, sockets.rtcp.as_raw_fd()));
+        if let Err(e) = registered {
+            self.io.deregister(rtp, sockets.rtp.as_raw_fd());
+            let _ = self.shard.remove_leg(key);
+            return Err(e);
+        }
+        self.sockets[i] = Some(sockets);
+        apply_socket_ops(&mut self.shard, &self.sockets, self.id);
+        Ok(())
+    }
+
+    /// Removes a leg and stops receiving on its sockets, handing both back
+    /// (drop the sockets to close them, or give them to another worker).
+    pub fn detach_leg(&mut self, key: LegKey) -> Option<(crate::session::Leg, LegSockets)> {
+        let leg = self.shard.remove_leg(key).ok()?;
+        let sockets = self.sockets.get_mut(key.index() as usize)?.take()?;
+        let [rtp, rtcp] = tokens(key);
+        self.io.deregister(rtp, sockets.rtp.as_raw_fd());
+        self.io.deregister(rtcp, sockets.rtcp.as_raw_fd());
+        // Leave the sockets in a known state for a worker that adopts them.
+        if leg.rtp_connected {
+            let _ = disconnect(&sockets.rtp);
+        }
+        if leg.rtcp_connected {
+            let _ = disconnect(&sockets.rtcp);
+        }
+        Some((leg, sockets))
+    }
+
+    /// Asks the loop to exit after this job.
+    pub fn stop(&mut self) {
+        self.stop = true;
+    }
+
+    /// Performs the socket changes the shard asked for (connect after latching).
+    pub fn apply_socket_ops(&mut self) {
+        apply_socket_ops(&mut self.shard, &self.sockets, self.id);
+    }
+
+    fn drain_events(&mut self) {
+        while let Some(ev) = self.shard.poll_event() {
+            // The engine outlives its workers; a closed channel means shutdown.
+            let _ = self.events.send((self.id, ev));
+        }
+    }
+}
+
+fn apply_socket_ops(shard: &mut Shard, sockets: &[Option<LegSockets>], id: usize) {
+    while let Some(op) = shard.poll_socket_op() {
+        let (key, kind, to) = match op {
+            SocketOp::Connect { leg, socket, to } => (leg, socket, Some(to)),
+            SocketOp::Disconnect { leg, socket } => (leg, socket, None),
+        };
+        let Some(Some(s)) = sockets.get(key.index() as usize) else {
+            continue;
+        };
+        let sock = match kind {
+            SocketKind::Rtp => &s.rtp,
+            SocketKind::Rtcp => &s.rtcp,
+        };
+        let result = match to {
+            Some(addr) => sock.connect(addr),
+            None => disconnect(sock),
+        };
+        if let Err(e) = result {
+            log::warn!("worker {id}: cannot (dis)connect port {}: {e}", s.port);
+        }
+    }
+}
+
+/// The per-packet step: the shard decides, the sockets table names the sender.
+#[inline]
+fn on_packet(
+    shard: &mut Shard,
+    sockets: &[Option<LegSockets>],
+    id: usize,
+    now: Instant,
+    token: Token,
+    from: SocketAddr,
+    buf: &mut [u8],
+) -> Egress {
+    let key = LegKey::from_parts(token.index(), token.generation());
+    let verdict = if token.is_rtcp() {
+        shard.handle_rtcp(now, key, from, buf)
+    } else {
+        shard.handle_rtp(now, key, from, buf)
+    };
+    apply_socket_ops(shard, sockets, id);
+    match verdict {
+        Verdict::Forward(f) => {
+            let Some(Some(s)) = sockets.get(f.leg.index() as usize) else {
+                return Egress::Drop;
+            };
+            let fd = match f.socket {
+                SocketKind::Rtp => s.rtp.as_raw_fd(),
+                SocketKind::Rtcp => s.rtcp.as_raw_fd(),
+            };
+            Egress::Send {
+                fd,
+                to: if f.connected { None } else { Some(f.to) },
+                len: buf.len(),
+            }
+        }
+        Verdict::Drop(_) => Egress::Drop,
+    }
+}
+
+/// Dissolves a UDP socket's association (`connect` with `AF_UNSPEC`).
+fn disconnect(sock: &UdpSocket) -> std::io::Result<()> {
+    // SAFETY: zeroed sockaddr with family AF_UNSPEC is the documented way to disconnect.
+    let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
+    sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    // SAFETY: valid fd and sockaddr for the call.
+    let r = unsafe {
+        libc::connect(
+            sock.as_raw_fd(),
+            &sa,
+            std::mem::size_of::<libc::sockaddr>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The control plane's handle on a worker.
+pub struct WorkerHandle {
+    jobs: Sender<Job>,
+    waker: Arc<Waker>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Worker number.
+    pub id: usize,
+}
+
+/// The worker thread has gone (it panicked or was stopped).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("worker {0} is not running")]
+pub struct WorkerGone(pub usize);
+
+impl WorkerHandle {
+    /// Runs `f` on the worker and waits for its result.
+    pub fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut WorkerCtx) -> R + Send + 'static,
+    ) -> Result<R, WorkerGone> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let job: Job = Box::new(move |ctx| {
+            // The caller may have given up waiting; nothing to do then.
+            let _ = tx.send(f(ctx));
+        });
+        self.jobs.send(job).map_err(|_| WorkerGone(self.id))?;
+        self.waker.wake();
+        rx.recv().map_err(|_| WorkerGone(self.id))
+    }
+
+    /// Stops the worker and waits for its thread.
+    pub fn shutdown(&self) {
+        let _ = self.call(|ctx| ctx.stop());
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts worker `id` on its own thread with the backend `make_backend` builds
+/// there (an io_uring set up with SINGLE_ISSUER belongs to the creating thread).
+pub fn spawn<B, F>(
+    id: usize,
+    make_backend: F,
+    waker: Arc<Waker>,
+    shard: Shard,
+    events: Sender<(usize, SessionEvent)>,
+    cpu: Option<usize>,
+) -> std::io::Result<WorkerHandle>
+where
+    B: PacketIo + 'static,
+    F: FnOnce() -> std::io::Result<B> + Send + 'static,
+{
+    let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<std::io::Result<()>>(1);
+    let thread = std::thread::Builder::new()
+        .name(format!("rtpark-w{id}"))
+        .spawn(move || {
+            if let Some(cpu) = cpu {
+                pin_to_cpu(cpu);
+            }
+            let backend = match make_backend() {
+                Ok(b) => {
+                    let _ = ready_tx.send(Ok(()));
+                    b
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut ctx = WorkerCtx {
+                shard,
+                sockets: Vec::new(),
+                io: Box::new(backend),
+                events,
+                id,
+                backend_stats: BackendStats::default(),
+                stop: false,
+            };
+            run_loop(&mut ctx, &rx);
+        })?;
+    ready_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("worker thread exited during start-up"))??;
+    Ok(WorkerHandle {
+        jobs: tx,
+        waker,
+        thread: std::sync::Mutex::new(Some(thread)),
+        id,
+    })
+}
+
+fn run_loop(ctx: &mut WorkerCtx, jobs: &Receiver<Job>) {
+    loop {
+        while let Ok(job) = jobs.try_recv() {
+            job(ctx);
+        }
+        if ctx.stop {
+            return;
+        }
+        let now = Instant::now();
+        if ctx.shard.poll_timeout().is_some_and(|t| t <= now) {
+            ctx.shard.handle_timeout(now);
+            ctx.apply_socket_ops();
+        }
+        ctx.drain_events();
+        let timeout = ctx.shard.poll_timeout().map(|t| t.saturating_duration_since(now));
+        let WorkerCtx {
+            shard, sockets, io, id, ..
+        } = ctx;
+        let id = *id;
+        // One clock read per batch: packets of one turn share `now`, which only
+        // feeds timeouts measured in seconds.
+        let mut turn_now: Option<Instant> = None;
+        let result = io.poll(timeout, &mut |token, from, buf| {
+            let now = *turn_now.get_or_insert_with(Instant::now);
+            on_packet(shard, sockets, id, now, token, from, buf)
+        });
+        if let Err(e) = result {
+            log::error!("worker {}: packet backend failed: {e}; retrying", ctx.id);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        ctx.backend_stats = ctx.io.stats();
+        ctx.drain_events();
+    }
+}
+
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity(0) targets this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
