@@ -20,6 +20,7 @@ enum Cmd {
     /// Run the engine (the default when no subcommand is given).
     Run(RunArgs),
     /// Send a command to a running engine over its native control socket.
+    #[command(disable_help_flag = true)]
     Ctl {
         /// The native control socket.
         #[arg(long, default_value = DEFAULT_NATIVE_SOCKET)]

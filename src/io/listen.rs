@@ -1,16 +1,15 @@
 //! Control listeners: the native protocol on a Unix stream socket.
 
 use super::engine::Engine;
-use crate::control::native::{format_event, format_reply, parse_request};
+use crate::control::native::{
+    format_event, format_reply, line_too_long, parse_request, MAX_LINE_BYTES as MAX_LINE,
+};
 use crate::control::{Command, Event};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-
-/// Longest request line accepted (longer lines get `bad_request`).
-pub const MAX_LINE: usize = 64 * 1024;
 
 /// Binds the native control socket at `path` with mode 0660, replacing a stale
 /// socket file but refusing to steal one another process is listening on.
@@ -73,11 +72,12 @@ fn handle_native(stream: UnixStream, engine: &Engine) -> io::Result<()> {
     let mut subscribed = false;
     loop {
         line.clear();
+        // A line of MAX_LINE bytes plus its newline is still fine.
         let n = read_line_limited(&mut reader, &mut line, MAX_LINE + 1)?;
         if n == 0 {
             return Ok(());
         }
-        let reply = if line.len() > MAX_LINE {
+        let reply = if !line.ends_with(b"\n") && line.len() > MAX_LINE {
             // Skip the rest of the oversized line before answering.
             while !line.ends_with(b"\n") {
                 line.clear();
@@ -85,11 +85,7 @@ fn handle_native(stream: UnixStream, engine: &Engine) -> io::Result<()> {
                     return Ok(());
                 }
             }
-            let err = crate::control::ControlError::new(
-                crate::control::ErrorCode::BadRequest,
-                format!("request line longer than {MAX_LINE} bytes"),
-            );
-            format_reply(None, &Err(err))
+            format_reply(None, &Err(line_too_long()))
         } else {
             let text = String::from_utf8_lossy(&line);
             let text = text.trim_end_matches(['\n', '\r']);
