@@ -235,17 +235,17 @@ impl Config {
         let mut c = Config::default();
         if let Some(s) = o.interface.as_ref().or(file.interface.as_ref()) {
             c.interface = s.parse().map_err(|problem| ConfigError::Invalid {
-                key: "interface",
+                key: "interface (--interface)",
                 problem,
             })?;
         }
         let port_min = o.port_min.or(file.port_min).unwrap_or(c.port_min as u32);
         let port_max = o.port_max.or(file.port_max).unwrap_or(c.port_max as u32);
-        c.port_min = port(port_min, "port-min")?;
-        c.port_max = port(port_max, "port-max")?;
+        c.port_min = port(port_min, "port_min (--port-min)")?;
+        c.port_max = port(port_max, "port_max (--port-max)")?;
         if c.port_min < 1024 {
             return Err(ConfigError::Invalid {
-                key: "port-min",
+                key: "port_min (--port-min)",
                 problem: format!("{port_min} is a privileged port; use 1024 or above"),
             });
         }
@@ -253,7 +253,7 @@ impl Config {
         let first = c.port_min + (c.port_min & 1);
         if first.checked_add(1).is_none_or(|rtcp| rtcp > c.port_max) {
             return Err(ConfigError::Invalid {
-                key: "port-max",
+                key: "port_max (--port-max)",
                 problem: format!(
                     "range {port_min}–{port_max} holds no even/odd port pair; make port-max at least port-min + 1"
                 ),
@@ -262,7 +262,7 @@ impl Config {
         if let Some(w) = o.workers.or(file.workers) {
             if w > 1024 {
                 return Err(ConfigError::Invalid {
-                    key: "workers",
+                    key: "workers (--workers)",
                     problem: format!("{w} workers is more than 1024; use 0 for one per core"),
                 });
             }
@@ -270,13 +270,13 @@ impl Config {
         }
         if let Some(s) = o.listen_native.as_ref().or(file.listen_native.as_ref()) {
             c.listen_native = s.parse().map_err(|problem| ConfigError::Invalid {
-                key: "listen-native",
+                key: "listen_native (--listen-native)",
                 problem,
             })?;
         }
         if let Some(s) = o.backend.as_ref().or(file.backend.as_ref()) {
             c.backend = s.parse().map_err(|problem| ConfigError::Invalid {
-                key: "backend",
+                key: "backend (--backend)",
                 problem,
             })?;
         }
@@ -406,11 +406,11 @@ mod tests {
     #[test]
     fn bad_values_name_the_key() {
         for (toml, key) in [
-            ("port_min = 70000", "port-min"),
-            ("port_min = 80", "port-min"),
-            ("port_min = 30000\nport_max = 30000", "port-max"),
+            ("port_min = 70000", "port_min"),
+            ("port_min = 80", "port_min"),
+            ("port_min = 30000\nport_max = 30000", "port_max"),
             ("interface = \"nope\"", "interface"),
-            ("listen_native = \"tcp:1\"", "listen-native"),
+            ("listen_native = \"tcp:1\"", "listen_native"),
             ("backend = \"kqueue\"", "backend"),
             ("media_timeout = 0", "media_timeout"),
             ("io_uring_buffers = 1000", "io_uring_buffers"),

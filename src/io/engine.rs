@@ -314,7 +314,7 @@ impl Engine {
         let (wb, _) = leg_of(&dir, b)?;
         if a == b {
             return Err(ControlError::new(
-                ErrorCode::InvalidField,
+                ErrorCode::InvalidState,
                 format!("cannot bridge leg `{a}` to itself; name two different legs"),
             ));
         }

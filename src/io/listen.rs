@@ -89,9 +89,6 @@ fn handle_native(stream: UnixStream, engine: &Engine) -> io::Result<()> {
         } else {
             let text = String::from_utf8_lossy(&line);
             let text = text.trim_end_matches(['\n', '\r']);
-            if text.trim().is_empty() {
-                continue;
-            }
             match parse_request(text) {
                 Ok(req) => {
                     let is_sub = req.command == Command::Subscribe;
