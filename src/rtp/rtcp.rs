@@ -415,7 +415,8 @@ fn sdes_chunk(bytes: &[u8], pos: usize, end: usize) -> Result<ChunkBounds, RtcpE
                 next,
             });
         }
-        let Some(&len) = bytes.get(at + 1).filter(|_| at + 1 < end) else {
+        // An item needs its type and length octets before `end`.
+        let Some(&len) = bytes[..end].get(at + 1) else {
             return Err(RtcpError::BadSdes);
         };
         at += 2 + usize::from(len);
