@@ -1,2 +1,757 @@
-//! Load generator.
-fn main() {}
+//! Load generator: sets up N calls on an engine, sends G.711-rate RTP both ways and
+//! reports relayed packets/s, loss, latency, the engine's CPU per relayed packet and
+//! its RSS per call, next to the same figures for a minimal relay loop (the baseline)
+//! measured in the same run.
+//!
+//! Run with `cargo bench --bench load -- [options]`; `--help` lists them
+//! (`scripts/bench-load.sh` runs the standard set). The engine is pinned to
+//! `--engine-cpu` and the generator to `--load-cpu`, both SCHED_FIFO by default so
+//! builds on the same machine delay them less; all traffic stays on 127.0.0.1 and the
+//! run stops by itself.
+//!
+//! How the figures are taken:
+//! * Traffic: two endpoints per call, one 20 ms G.711 packet each per ptime, spread
+//!   evenly over the ptime and sent in `--tick-us` batches. Every payload carries its
+//!   send time, stream and sequence number.
+//! * Loss counts the packets sent inside the window that had not come back 200 ms
+//!   after the last send. Latency is send time to the kernel's receive timestamp
+//!   (SO_TIMESTAMPNS) at the far endpoint, so the generator's own delay in reading
+//!   does not count ("app read" latency, which includes it, is shown too).
+//! * Engine CPU is the on-CPU time of all its threads (`/proc/<pid>/task/*/schedstat`)
+//!   over the window, divided by the packets relayed in it. On loopback a sender also
+//!   pays the receiver's softirq, so this includes delivering into the generator's
+//!   sockets, and the generator does as much kernel work per packet as the relay.
+//! * RSS per call is the engine's VmRSS growth over call setup divided by the calls.
+
+#![recursion_limit = "256"]
+
+#[path = "load/baseline.rs"]
+mod baseline;
+#[path = "load/engine.rs"]
+mod engine;
+#[path = "load/generator.rs"]
+mod generator;
+#[path = "load/hist.rs"]
+mod hist;
+#[path = "load/rtpark.rs"]
+mod rtpark;
+#[path = "load/sys.rs"]
+mod sys;
+
+use clap::{Parser, ValueEnum};
+use generator::{Generator, RunResult, Sample, Schedule};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Which engine(s) to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Target {
+    /// rtpark itself.
+    Rtpark,
+    /// The minimal epoll relay loop.
+    Baseline,
+    /// The baseline first, then rtpark, and their ratio.
+    Both,
+}
+
+/// Scheduling class for the engine and the generator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Sched {
+    /// SCHED_FIFO at `--rt-priority`.
+    Fifo,
+    /// SCHED_OTHER at `--nice`.
+    Nice,
+    /// Unchanged.
+    Normal,
+}
+
+/// The generator's kernel interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Io {
+    /// io_uring, falling back to epoll if unavailable.
+    Uring,
+    /// epoll, send and recvmmsg.
+    Epoll,
+}
+
+/// Load generator for rtpark (see the module docs).
+#[derive(Debug, Parser)]
+#[command(
+    name = "load",
+    about = "RTP relay load generator: rtpark against a minimal relay loop"
+)]
+struct Opts {
+    /// Calls (two RTP streams each, one per direction).
+    #[arg(long, default_value_t = 1000)]
+    calls: usize,
+    /// Length of the measurement window in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    seconds: f64,
+    /// Traffic before the window, in seconds.
+    #[arg(long, default_value_t = 3.0)]
+    warmup: f64,
+    /// Engine(s) to measure.
+    #[arg(long, value_enum, default_value_t = Target::Both)]
+    target: Target,
+    /// Run the target(s) this many times, alternating, and summarise the ratio (so
+    /// other load on the machine spreads over both engines).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// CPU the engine is pinned to.
+    #[arg(long, default_value_t = 0)]
+    engine_cpu: usize,
+    /// CPU the generator is pinned to.
+    #[arg(long, default_value_t = 1)]
+    load_cpu: usize,
+    /// Packet time in ms.
+    #[arg(long, default_value_t = 20)]
+    ptime_ms: u64,
+    /// RTP payload bytes (at least 24: the probe fields).
+    #[arg(long, default_value_t = 160)]
+    payload: usize,
+    /// Pacing tick in µs: each tick sends the packets that became due.
+    #[arg(long, default_value_t = 100)]
+    tick_us: u64,
+    /// After the last send, keep receiving until this many ms pass with no packet of
+    /// the window arriving (at most 10 s); what has not arrived by then is lost.
+    #[arg(long, default_value_t = 200)]
+    drain_ms: u64,
+    /// Scheduling of the engine and the generator, so other jobs on the machine
+    /// (builds) delay their wake-ups less: fifo (SCHED_FIFO), nice, or normal.
+    #[arg(long, value_enum, default_value_t = Sched::Fifo)]
+    sched: Sched,
+    /// SCHED_FIFO priority with `--sched fifo`.
+    #[arg(long, default_value_t = 10)]
+    rt_priority: i32,
+    /// Nice value with `--sched nice`.
+    #[arg(long, default_value_t = -20, allow_hyphen_values = true)]
+    nice: i32,
+    /// How the generator moves packets: uring (batched sends, multishot receive) or
+    /// epoll (send + recvmmsg).
+    #[arg(long, value_enum, default_value_t = Io::Uring)]
+    io: Io,
+    /// Share this many generator sockets per side between all calls (sendto, one
+    /// hot receive socket per side) instead of two sockets per call; 0 = per call.
+    /// Cuts the generator's own cost; legs then share remote addresses (N per side).
+    #[arg(long, default_value_t = 0)]
+    shared_sockets: usize,
+    /// io_uring: submit after this many queued sends (latency is corrected for each
+    /// packet's place in its batch).
+    #[arg(long, default_value_t = 16)]
+    submit_batch: usize,
+    /// rtpark `--workers`.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// First port of rtpark's media range (below the ephemeral range the generator uses).
+    #[arg(long, default_value_t = 20000)]
+    port_min: u16,
+    /// The rtpark binary.
+    #[arg(long, default_value = env!("CARGO_BIN_EXE_rtpark"))]
+    rtpark: PathBuf,
+    /// Extra argument for rtpark (repeatable).
+    #[arg(long, allow_hyphen_values = true)]
+    rtpark_arg: Vec<String>,
+    /// Keep rtpark's log file even when the run succeeds.
+    #[arg(long)]
+    keep_log: bool,
+    /// Also print one JSON line per target.
+    #[arg(long)]
+    json: bool,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    quiet: bool,
+    /// Added by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+    /// Internal: run as the baseline relay child.
+    #[arg(long, hide = true)]
+    baseline_relay_child: bool,
+    /// Internal: lifetime bound of the baseline relay child.
+    #[arg(long, hide = true, default_value_t = 600)]
+    max_seconds: u64,
+}
+
+/// The engine being measured, with what the report needs to know about it.
+struct Engine {
+    process: engine::EngineProcess,
+    /// Ports the engine receives media on (for the per-socket drop count).
+    ports: HashSet<u16>,
+    /// VmRSS before any call was set up.
+    rss_before_kib: u64,
+    /// VmRSS once every call was set up.
+    rss_after_setup_kib: u64,
+    /// Seconds spent setting calls up.
+    setup_secs: f64,
+    /// Control connection, for a final `stats` (rtpark only).
+    control: Option<rtpark::NativeClient>,
+}
+
+fn main() -> ExitCode {
+    let opts = Opts::parse();
+    if opts.baseline_relay_child {
+        return ExitCode::from(baseline::child_main(opts.max_seconds) as u8);
+    }
+    if opts.payload < generator::PROBE {
+        eprintln!(
+            "--payload must be at least {} bytes (the probe fields)",
+            generator::PROBE
+        );
+        return ExitCode::FAILURE;
+    }
+    if opts.calls == 0 || opts.seconds <= 0.0 || opts.ptime_ms == 0 || opts.tick_us == 0 {
+        eprintln!("--calls, --seconds, --ptime-ms and --tick-us must be positive");
+        return ExitCode::FAILURE;
+    }
+    sys::install_stop_handler();
+    let fd_limit = sys::raise_fd_limit();
+    let need = opts.calls as u64 * 4 + 64;
+    if fd_limit < need {
+        eprintln!(
+            "open-file limit is {fd_limit}, {need} needed for {} calls; raise the hard limit (ulimit -Hn) or use fewer calls",
+            opts.calls
+        );
+        return ExitCode::FAILURE;
+    }
+    sys::set_min_timer_slack();
+    if let Err(e) = sys::set_priority(priority(&opts)) {
+        eprintln!(
+            "cannot apply --sched {:?} ({e}); run as root, or pass --sched normal",
+            opts.sched
+        );
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = sys::pin_to_cpu(0, opts.load_cpu) {
+        eprintln!("cannot pin the generator to CPU {}: {e}", opts.load_cpu);
+        return ExitCode::FAILURE;
+    }
+    let targets: &[Target] = match opts.target {
+        Target::Both => &[Target::Baseline, Target::Rtpark],
+        Target::Baseline => &[Target::Baseline],
+        Target::Rtpark => &[Target::Rtpark],
+    };
+    let mut failed = false;
+    let mut ratios: Vec<f64> = Vec::new();
+    'rounds: for round in 0..opts.repeat.max(1) {
+        let mut reports: Vec<Value> = Vec::new();
+        for &t in targets {
+            if sys::stopping() {
+                break 'rounds;
+            }
+            if round > 0 || !reports.is_empty() {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            match run_target(t, &opts) {
+                Ok(mut rep) => {
+                    rep["round"] = json!(round + 1);
+                    print_report(&rep);
+                    if opts.json {
+                        println!("{rep}");
+                    }
+                    failed |= rep["aborted"].is_string();
+                    reports.push(rep);
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", name(t));
+                    failed = true;
+                }
+            }
+        }
+        if let [base, rt] = &reports[..] {
+            let b = base["engine_cpu_us_per_packet"].as_f64().unwrap_or(0.0);
+            let r = rt["engine_cpu_us_per_packet"].as_f64().unwrap_or(0.0);
+            if b > 0.0 {
+                let ratio = r / b;
+                ratios.push(ratio);
+                println!(
+                    "rtpark/baseline engine CPU per relayed packet: {r:.3} / {b:.3} µs = {ratio:.3}x"
+                );
+                if opts.json {
+                    println!(
+                        "{}",
+                        json!({"target": "ratio", "round": round + 1, "calls": opts.calls, "cpu_per_packet_ratio": ratio})
+                    );
+                }
+            }
+        }
+    }
+    if ratios.len() > 1 {
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        println!(
+            "rtpark/baseline CPU per packet over {} rounds: median {median:.3}x (min {:.3}x, max {:.3}x)",
+            sorted.len(),
+            sorted[0],
+            sorted[sorted.len() - 1]
+        );
+        if opts.json {
+            println!(
+                "{}",
+                json!({"target": "ratio_summary", "calls": opts.calls, "rounds": sorted.len(), "median": median, "min": sorted[0], "max": sorted[sorted.len() - 1]})
+            );
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn priority(opts: &Opts) -> sys::Priority {
+    match opts.sched {
+        Sched::Fifo => sys::Priority::Fifo(opts.rt_priority),
+        Sched::Nice => sys::Priority::Nice(opts.nice),
+        Sched::Normal => sys::Priority::Normal,
+    }
+}
+
+fn name(t: Target) -> &'static str {
+    match t {
+        Target::Rtpark => "rtpark",
+        Target::Baseline => "baseline",
+        Target::Both => "both",
+    }
+}
+
+/// Starts the engine and sets the calls up on it.
+fn start_engine(
+    t: Target,
+    opts: &Opts,
+    gen: &Generator,
+) -> Result<(Engine, Vec<(SocketAddr, SocketAddr)>), String> {
+    let addrs = gen.addrs();
+    match t {
+        Target::Baseline => {
+            let gen_ports: Vec<(u16, u16)> =
+                addrs.iter().map(|(a, b)| (a.port(), b.port())).collect();
+            let max = (opts.warmup + opts.seconds) as u64 + 120;
+            let t0 = std::time::Instant::now();
+            let (process, relay_ports) =
+                baseline::spawn(opts.engine_cpu, priority(opts), &gen_ports, max)?;
+            let setup_secs = t0.elapsed().as_secs_f64();
+            let pid = process.pid();
+            let relay: Vec<(SocketAddr, SocketAddr)> = relay_ports
+                .iter()
+                .map(|&(a, b)| {
+                    (
+                        SocketAddr::from(([127, 0, 0, 1], a)),
+                        SocketAddr::from(([127, 0, 0, 1], b)),
+                    )
+                })
+                .collect();
+            let rss = sys::status_kib(pid, "VmRSS");
+            let engine = Engine {
+                process,
+                ports: relay_ports.iter().flat_map(|&(a, b)| [a, b]).collect(),
+                // The relay binds its sockets before it answers, so its size at that
+                // point is the per-call cost; heap for the fd table is all it adds.
+                rss_before_kib: rss,
+                rss_after_setup_kib: rss,
+                setup_secs,
+                control: None,
+            };
+            Ok((engine, relay))
+        }
+        Target::Rtpark | Target::Both => {
+            let port_min = opts.port_min;
+            let span = opts.calls as u64 * 4 + 64;
+            let port_max = u16::try_from(port_min as u64 + span - 1)
+                .map_err(|_| format!("--port-min {port_min} leaves no room for {span} ports"))?;
+            let pid = std::process::id();
+            let cfg = rtpark::RtparkConfig {
+                binary: &opts.rtpark,
+                cpu: opts.engine_cpu,
+                priority: priority(opts),
+                workers: opts.workers,
+                port_min,
+                port_max,
+                extra_args: &opts.rtpark_arg,
+                socket: PathBuf::from(format!("/tmp/rtpark-load-{pid}.sock")),
+                log: PathBuf::from(format!("/tmp/rtpark-load-{pid}.log")),
+            };
+            let (mut process, mut client) = rtpark::start(&cfg)?;
+            if opts.keep_log {
+                process.keep_file(&cfg.log);
+            }
+            let epid = process.pid();
+            // Let start-up allocations settle before the "before" reading.
+            std::thread::sleep(Duration::from_millis(200));
+            let rss_before_kib = sys::status_kib(epid, "VmRSS");
+            let setup = match client.setup_calls(&addrs) {
+                Ok(s) => s,
+                Err(e) => {
+                    process.keep_file(&cfg.log);
+                    return Err(format!("{e}\n(rtpark log kept in {})", cfg.log.display()));
+                }
+            };
+            let rss_after_setup_kib = sys::status_kib(epid, "VmRSS");
+            let engine = Engine {
+                process,
+                ports: (port_min..=port_max).collect(),
+                rss_before_kib,
+                rss_after_setup_kib,
+                setup_secs: setup.elapsed.as_secs_f64(),
+                control: Some(client),
+            };
+            Ok((engine, setup.relay))
+        }
+    }
+}
+
+/// Runs one engine through setup, traffic and teardown; returns its report.
+fn run_target(t: Target, opts: &Opts) -> Result<Value, String> {
+    let kind = match opts.io {
+        Io::Uring => generator::TransportKind::Uring,
+        Io::Epoll => generator::TransportKind::Epoll,
+    };
+    let mut gen = Generator::new(opts.calls, opts.payload, kind, opts.shared_sockets)
+        .map_err(|e| format!("cannot open the generator's sockets: {e}"))?;
+    let gen_ports: HashSet<u16> = gen
+        .addrs()
+        .iter()
+        .flat_map(|(a, b)| [a.port(), b.port()])
+        .collect();
+    let udp_before = sys::udp_counters();
+    if !opts.quiet {
+        eprintln!("{}: setting up {} calls", name(t), opts.calls);
+    }
+    let (mut engine, relay) = start_engine(t, opts, &gen)?;
+    gen.connect(&relay)
+        .map_err(|e| format!("cannot connect the generator's sockets: {e}"))?;
+    if !opts.quiet {
+        eprintln!(
+            "{}: {} calls up in {:.3} s; sending for {} + {} s",
+            name(t),
+            opts.calls,
+            engine.setup_secs,
+            opts.warmup,
+            opts.seconds
+        );
+    }
+
+    let sch = Schedule {
+        ptime_ns: opts.ptime_ms * 1_000_000,
+        tick_ns: opts.tick_us * 1000,
+        submit_batch: opts.submit_batch.max(1),
+        warmup_ns: (opts.warmup * 1e9) as u64,
+        window_ns: (opts.seconds * 1e9) as u64,
+        drain_ns: opts.drain_ms * 1_000_000,
+        progress_ns: if opts.quiet { 0 } else { 10_000_000_000 },
+    };
+    let epid = engine.process.pid();
+    let (ecpu, lcpu) = (opts.engine_cpu, opts.load_cpu);
+    let mut sample = |received: u64| Sample {
+        at_ns: sys::mono_ns(),
+        engine_cpu_ns: sys::task_cpu_ns(epid),
+        engine_ticks: sys::stat_ticks(epid),
+        engine_core: sys::core_ticks(ecpu),
+        load_core: sys::core_ticks(lcpu),
+        gen_cpu_ns: sys::process_cpu_ns(),
+        received,
+        engine_rss_kib: sys::status_kib(epid, "VmRSS"),
+        engine_wakeups: sys::task_wakeups(epid),
+    };
+    let process = &mut engine.process;
+    let mut gone = || process.exited();
+    let res = gen.run(&sch, &mut sample, &mut gone);
+
+    let engine_stats = engine
+        .control
+        .as_mut()
+        .and_then(|c| c.request(json!({"cmd": "stats"})).ok());
+    let udp = sys::udp_counters().since(&udp_before);
+    let gen_drops = sys::socket_drops(|p| gen_ports.contains(&p));
+    let engine_drops = sys::socket_drops(|p| engine.ports.contains(&p));
+    let exit = engine.process.stop();
+    let mut rep = report(
+        t,
+        opts,
+        &engine,
+        &res,
+        udp,
+        gen_drops,
+        engine_drops,
+        engine_stats,
+        exit,
+    );
+    rep["generator"]["io"] = json!(match gen.transport() {
+        generator::TransportKind::Uring => "uring",
+        generator::TransportKind::Epoll => "epoll",
+    });
+    rep["generator"]["uring_rearms"] = json!(res.rearms);
+    Ok(rep)
+}
+
+fn pct(h: &hist::Histogram, q: f64) -> u64 {
+    h.quantile(q)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    t: Target,
+    opts: &Opts,
+    engine: &Engine,
+    r: &RunResult,
+    udp: sys::UdpCounters,
+    gen_drops: u64,
+    engine_drops: u64,
+    engine_stats: Option<Value>,
+    exit: Option<String>,
+) -> Value {
+    let (s, e) = (&r.start, &r.end);
+    let window_s = e.at_ns.saturating_sub(s.at_ns) as f64 / 1e9;
+    let relayed = e.received.saturating_sub(s.received);
+    let per_pkt = |ns: f64| {
+        if relayed > 0 {
+            ns / 1000.0 / relayed as f64
+        } else {
+            0.0
+        }
+    };
+    let tck = sys::clk_tck() as f64;
+    let tick_ns = 1e9 / tck;
+    let engine_cpu_ns = e.engine_cpu_ns.saturating_sub(s.engine_cpu_ns) as f64;
+    let engine_ticks_ns = e.engine_ticks.saturating_sub(s.engine_ticks) as f64 * tick_ns;
+    let core = |a: sys::CoreTicks, b: sys::CoreTicks| {
+        let busy = b.busy.saturating_sub(a.busy) as f64;
+        let all =
+            busy + b.idle.saturating_sub(a.idle) as f64 + b.steal.saturating_sub(a.steal) as f64;
+        let steal = b.steal.saturating_sub(a.steal) as f64;
+        (
+            busy * tick_ns,
+            if all > 0.0 { busy / all * 100.0 } else { 0.0 },
+            if all > 0.0 { steal / all * 100.0 } else { 0.0 },
+        )
+    };
+    let (ecore_ns, ecore_pct, esteal) = core(s.engine_core, e.engine_core);
+    let (_, lcore_pct, lsteal) = core(s.load_core, e.load_core);
+    let gen_cpu_ns = e.gen_cpu_ns.saturating_sub(s.gen_cpu_ns) as f64;
+    let lost = r.sent_window as i64 - r.received_window as i64;
+    let loss_pct = if r.sent_window > 0 {
+        lost as f64 * 100.0 / r.sent_window as f64
+    } else {
+        0.0
+    };
+    let calls = opts.calls as f64;
+    let worst_second_loss = r
+        .sent_per_second
+        .iter()
+        .zip(&r.received_per_second)
+        .map(|(s, r)| s.saturating_sub(*r))
+        .max()
+        .unwrap_or(0);
+    let full_secs = (opts.seconds.floor() as usize).min(r.arrivals_per_second.len());
+    let arrivals = &r.arrivals_per_second[..full_secs];
+    let min_pps = arrivals.iter().copied().min().unwrap_or(0);
+    let max_pps = arrivals.iter().copied().max().unwrap_or(0);
+    let gen_cpu_pct = if window_s > 0.0 {
+        gen_cpu_ns / 1e9 / window_s * 100.0
+    } else {
+        0.0
+    };
+    json!({
+        "target": name(t),
+        "calls": opts.calls,
+        "streams": opts.calls * 2,
+        "window_s": window_s,
+        "warmup_s": opts.warmup,
+        "tick_us": opts.tick_us,
+        "setup_s": engine.setup_secs,
+        "setups_per_s": if engine.setup_secs > 0.0 { calls / engine.setup_secs } else { 0.0 },
+        "sent": r.sent_window,
+        "received": r.received_window,
+        "lost": lost,
+        "drained_ms": r.drained_ns as f64 / 1e6,
+        "loss_pct": loss_pct,
+        "worst_second_lost": worst_second_loss,
+        "sent_total": r.sent_total,
+        "received_total": r.received_total,
+        "out_of_order": r.out_of_order,
+        "misrouted": r.misrouted,
+        "send_errors": r.send_errors,
+        "refused": r.refused,
+        "relayed_per_s": if window_s > 0.0 { relayed as f64 / window_s } else { 0.0 },
+        "relayed_per_s_min_second": min_pps,
+        "relayed_per_s_max_second": max_pps,
+        "latency_us": {
+            "p50": pct(&r.latency_wire, 0.5), "p90": pct(&r.latency_wire, 0.9),
+            "p99": pct(&r.latency_wire, 0.99), "p999": pct(&r.latency_wire, 0.999),
+            "max": r.latency_wire.max(), "mean": r.latency_wire.mean(),
+        },
+        "latency_app_us": {
+            "p50": pct(&r.latency_app, 0.5), "p99": pct(&r.latency_app, 0.99), "max": r.latency_app.max(),
+        },
+        "engine_cpu_us_per_packet": per_pkt(engine_cpu_ns),
+        "engine_cpu_ticks_us_per_packet": per_pkt(engine_ticks_ns),
+        "engine_cpu_pct": if window_s > 0.0 { engine_cpu_ns / 1e9 / window_s * 100.0 } else { 0.0 },
+        "engine_core_busy_us_per_packet": per_pkt(ecore_ns),
+        "engine_core_other_pct": (ecore_pct - if window_s > 0.0 { engine_cpu_ns / 1e9 / window_s * 100.0 } else { 0.0 }).max(0.0),
+        "engine_wakeups_per_s": if window_s > 0.0 { e.engine_wakeups.saturating_sub(s.engine_wakeups) as f64 / window_s } else { 0.0 },
+        "packets_per_engine_wakeup": if e.engine_wakeups > s.engine_wakeups { relayed as f64 / (e.engine_wakeups - s.engine_wakeups) as f64 } else { 0.0 },
+        "sched": format!("{:?}", opts.sched).to_lowercase(),
+        "engine_core_busy_pct": ecore_pct,
+        "engine_core_steal_pct": esteal,
+        "rss_before_kib": engine.rss_before_kib,
+        "rss_after_setup_kib": engine.rss_after_setup_kib,
+        "rss_end_kib": e.engine_rss_kib,
+        "rss_per_call_kib": engine.rss_after_setup_kib.saturating_sub(engine.rss_before_kib) as f64 / calls,
+        "rss_per_call_with_traffic_kib": e.engine_rss_kib.saturating_sub(engine.rss_before_kib) as f64 / calls,
+        "generator": {
+            "cpu_pct": gen_cpu_pct,
+            "cpu_us_per_packet": if r.sent_window + relayed > 0 { gen_cpu_ns / 1000.0 / (r.sent_window + relayed) as f64 } else { 0.0 },
+            "core_busy_pct": lcore_pct,
+            "core_steal_pct": lsteal,
+            "send_lag_us": {"p50": pct(&r.send_lag, 0.5), "p99": pct(&r.send_lag, 0.99), "max": r.send_lag.max()},
+            "tick_late_us": {"p50": pct(&r.tick_late, 0.5), "p99": pct(&r.tick_late, 0.99), "max": r.tick_late.max()},
+            "overruns": r.overruns,
+            "send_us_per_packet": if r.sent_window > 0 { r.send_busy_ns as f64 / 1000.0 / r.sent_window as f64 } else { 0.0 },
+            "recv_us_per_packet": if relayed > 0 { r.recv_busy_ns as f64 / 1000.0 / relayed as f64 } else { 0.0 },
+        },
+        "kernel": {
+            "udp_no_ports": udp.no_ports,
+            "udp_in_errors": udp.in_errors,
+            "udp_rcvbuf_errors": udp.rcvbuf_errors,
+            "udp_sndbuf_errors": udp.sndbuf_errors,
+            "generator_socket_drops": gen_drops,
+            "engine_socket_drops": engine_drops,
+        },
+        "engine_stats": engine_stats,
+        "engine_exit": exit,
+        "aborted": r.aborted,
+    })
+}
+
+fn print_report(v: &Value) {
+    let f = |p: &str| v.pointer(p).and_then(Value::as_f64).unwrap_or(0.0);
+    let u = |p: &str| v.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+    println!(
+        "== {} — {} calls, {:.1} s window ==",
+        v["target"].as_str().unwrap_or("?"),
+        u("/calls"),
+        f("/window_s")
+    );
+    if let Some(why) = v["aborted"].as_str() {
+        println!("  ABORTED: {why}");
+    }
+    println!(
+        "  setup                {:>10.3} s ({:.0} calls/s)",
+        f("/setup_s"),
+        f("/setups_per_s")
+    );
+    println!(
+        "  relayed              {:>10.0} pkt/s (per-second min {} max {})",
+        f("/relayed_per_s"),
+        u("/relayed_per_s_min_second"),
+        u("/relayed_per_s_max_second")
+    );
+    println!(
+        "  loss                 {:>10} of {} ({:.4} %), worst second {}, drained {:.0} ms; out-of-order {}, misrouted {}, send errors {}, refused {}",
+        u("/lost"),
+        u("/sent"),
+        f("/loss_pct"),
+        u("/worst_second_lost"),
+        f("/drained_ms"),
+        u("/out_of_order"),
+        u("/misrouted"),
+        u("/send_errors"),
+        u("/refused")
+    );
+    println!(
+        "  latency (kernel rx)  p50 {} p90 {} p99 {} p99.9 {} max {} µs",
+        u("/latency_us/p50"),
+        u("/latency_us/p90"),
+        u("/latency_us/p99"),
+        u("/latency_us/p999"),
+        u("/latency_us/max")
+    );
+    println!(
+        "  latency (app read)   p50 {} p99 {} max {} µs",
+        u("/latency_app_us/p50"),
+        u("/latency_app_us/p99"),
+        u("/latency_app_us/max")
+    );
+    println!(
+        "  engine CPU           {:>10.3} µs/pkt ({:.1} % of a core; ticks say {:.3} µs/pkt)",
+        f("/engine_cpu_us_per_packet"),
+        f("/engine_cpu_pct"),
+        f("/engine_cpu_ticks_us_per_packet")
+    );
+    println!(
+        "  engine core busy     {:>10.3} µs/pkt ({:.1} %, of which other tasks {:.1} %; steal {:.1} %)",
+        f("/engine_core_busy_us_per_packet"),
+        f("/engine_core_busy_pct"),
+        f("/engine_core_other_pct"),
+        f("/engine_core_steal_pct")
+    );
+    println!(
+        "  engine wake-ups      {:>10.0} /s ({:.1} packets per wake-up)",
+        f("/engine_wakeups_per_s"),
+        f("/packets_per_engine_wakeup")
+    );
+    println!(
+        "  engine RSS           {:>10.2} KiB/call after setup, {:.2} with traffic ({} → {} → {} KiB)",
+        f("/rss_per_call_kib"),
+        f("/rss_per_call_with_traffic_kib"),
+        u("/rss_before_kib"),
+        u("/rss_after_setup_kib"),
+        u("/rss_end_kib")
+    );
+    println!(
+        "  generator ({:<5})    CPU {:.1} % ({:.3} µs/pkt), core busy {:.1} %, steal {:.1} %",
+        v.pointer("/generator/io")
+            .and_then(Value::as_str)
+            .unwrap_or("?"),
+        f("/generator/cpu_pct"),
+        f("/generator/cpu_us_per_packet"),
+        f("/generator/core_busy_pct"),
+        f("/generator/core_steal_pct")
+    );
+    println!(
+        "  generator split      send {:.3} µs/pkt, receive {:.3} µs/pkt (wall time in each loop)",
+        f("/generator/send_us_per_packet"),
+        f("/generator/recv_us_per_packet")
+    );
+    println!(
+        "  generator lag        send p50 {} p99 {} max {} µs; tick wake p99 {} max {} µs; overruns {}",
+        u("/generator/send_lag_us/p50"),
+        u("/generator/send_lag_us/p99"),
+        u("/generator/send_lag_us/max"),
+        u("/generator/tick_late_us/p99"),
+        u("/generator/tick_late_us/max"),
+        u("/generator/overruns")
+    );
+    println!(
+        "  kernel UDP           no-port {} rcvbuf-err {} sndbuf-err {}; socket drops: generator {} engine {}",
+        u("/kernel/udp_no_ports"),
+        u("/kernel/udp_rcvbuf_errors"),
+        u("/kernel/udp_sndbuf_errors"),
+        u("/kernel/generator_socket_drops"),
+        u("/kernel/engine_socket_drops")
+    );
+    if f("/generator/cpu_pct") > 85.0 || u("/generator/send_lag_us/p99") > 2000 {
+        println!(
+            "  WARNING: the generator may be the bottleneck (CPU > 85 % or send lag p99 > 2 ms)"
+        );
+    }
+    if v["sched"] == "fifo" && (f("/engine_cpu_pct") > 90.0 || f("/generator/cpu_pct") > 90.0) {
+        println!(
+            "  WARNING: above 95 % CPU a SCHED_FIFO task is throttled for 50 ms per second \
+             (kernel.sched_rt_runtime_us); for saturation runs prefer --sched nice"
+        );
+    }
+    if f("/engine_core_other_pct") > 10.0 {
+        println!(
+            "  NOTE: other tasks used {:.1} % of the engine's core during the window; \
+             figures may be noisy",
+            f("/engine_core_other_pct")
+        );
+    }
+    if let Some(exit) = v["engine_exit"].as_str() {
+        println!("  engine exit          {exit}");
+    }
+}
