@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # System packages the build and the tests need, by Debian package name.
-PACKAGES=(pkg-config)
+PACKAGES=(pkg-config libopus-dev)
 
 ensure_packages() {
     local missing=()

@@ -6,5 +6,6 @@
 pub mod config;
 pub mod control;
 pub mod io;
+pub mod media;
 pub mod rtp;
 pub mod session;
