@@ -9,7 +9,9 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rtpark::rtp::header::{set_marker, set_sequence, set_ssrc, set_timestamp};
 use rtpark::rtp::rtcp::{self, RtcpCompound, RtcpPacket};
 use rtpark::rtp::{is_rtcp, RtpHeader};
-use rtpark::session::EgressContext;
+use rtpark::session::{EgressContext, LatchPolicy, LegConfig, LegKey, Shard, ShardConfig, Verdict};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 /// A 20 ms PCMU packet as a phone sends it: 12-byte header, 160 bytes of payload.
 fn pcmu_packet() -> [u8; 172] {
@@ -208,9 +210,88 @@ fn rtcp_compound(c: &mut Criterion) {
 }
 
 // --- Full session decision -------------------------------------------------------
-// The lead adds `fn session_decision(c: &mut Criterion)` here: Shard::handle_rtp on a
-// latched, bridged leg through to the Verdict, with its own round-trip assert. Add it
-// to the `criterion_group!` list below.
 
-criterion_group!(packet_path, rtp_header, rtcp_compound);
+/// A shard with `pairs` bridged, latched leg pairs (as in a loaded engine), and
+/// the key of the first A leg plus its phone's address.
+fn loaded_shard(pairs: u16) -> (Shard, LegKey, SocketAddr) {
+    let now = Instant::now();
+    let mut shard = Shard::new(ShardConfig::default());
+    let mut first = None;
+    for i in 0..pairs {
+        let leg = |side: u16| LegConfig {
+            call: format!("c{i}"),
+            name: format!("c{i}-{side}"),
+            local_rtp: SocketAddr::from(([127, 0, 0, 1], 30000 + 4 * i + 2 * side)),
+            local_rtcp: SocketAddr::from(([127, 0, 0, 1], 30001 + 4 * i + 2 * side)),
+            remote: Some(SocketAddr::from(([127, 0, 0, 1], 40000 + 2 * i + side))),
+            remote_rtcp: None,
+            latch: LatchPolicy::Learn,
+            rtcp_mux: false,
+            codecs: Vec::new(),
+            media_timeout: Duration::from_secs(60),
+            silent_timeout: Duration::from_secs(3600),
+            silent: false,
+            ssrc_per_source: false,
+        };
+        let a = shard.add_leg(now, leg(0));
+        let b = shard.add_leg(now, leg(1));
+        shard.bridge(a, b).expect("fresh legs bridge");
+        let phone_a = SocketAddr::from(([127, 0, 0, 1], 40000 + 2 * i));
+        let phone_b = SocketAddr::from(([127, 0, 0, 1], 40001 + 2 * i));
+        // Latch both sides, as the first packets of a call do.
+        let mut p = pcmu_packet();
+        shard.handle_rtp(now, a, phone_a, &mut p);
+        let mut p = pcmu_packet();
+        shard.handle_rtp(now, b, phone_b, &mut p);
+        while shard.poll_socket_op().is_some() {}
+        first.get_or_insert((a, phone_a));
+    }
+    let (a, phone_a) = first.expect("at least one pair");
+    (shard, a, phone_a)
+}
+
+/// Shard::handle_rtp on a latched, bridged leg: validation, latch check,
+/// counters, egress (identity and after a hold/unhold re-anchoring), verdict.
+fn session_decision(c: &mut Criterion) {
+    let mut g = c.benchmark_group("session");
+    g.throughput(Throughput::Elements(1));
+    let (mut shard, a, phone_a) = loaded_shard(1000);
+    let now = Instant::now();
+    let mut pkt = pcmu_packet();
+    let verdict = shard.handle_rtp(now, a, phone_a, &mut pkt);
+    assert!(matches!(verdict, Verdict::Forward(_)), "{verdict:?}");
+    assert_eq!(
+        pkt,
+        pcmu_packet(),
+        "identity egress leaves the packet alone"
+    );
+    g.bench_function("handle_rtp_relay", |bench| {
+        bench.iter(|| {
+            let mut p = pcmu_packet();
+            black_box(shard.handle_rtp(now, a, phone_a, black_box(&mut p)))
+        })
+    });
+    // After a source switch the peer's egress rewrites seq/ts/ssrc on every packet.
+    let peer = match verdict {
+        Verdict::Forward(f) => f.leg,
+        Verdict::Drop(_) => unreachable!("asserted above"),
+    };
+    if let Some(e) = shard.egress_mut(peer) {
+        e.ssrc = Some(0xdead_beef);
+        e.seq_offset = 7;
+        e.ts_offset = 1600;
+    }
+    let mut p = pcmu_packet();
+    shard.handle_rtp(now, a, phone_a, &mut p);
+    assert_eq!(RtpHeader::parse(&p).map(|h| h.ssrc), Ok(0xdead_beef));
+    g.bench_function("handle_rtp_relay_rewrite", |bench| {
+        bench.iter(|| {
+            let mut p = pcmu_packet();
+            black_box(shard.handle_rtp(now, a, phone_a, black_box(&mut p)))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(packet_path, rtp_header, rtcp_compound, session_decision);
 criterion_main!(packet_path);

@@ -137,6 +137,26 @@ struct FileConfig {
     connect_latched: Option<bool>,
     io_uring_entries: Option<u32>,
     io_uring_buffers: Option<u32>,
+    opus_bitrate: Option<u32>,
+    ptime: Option<u32>,
+    hold_peer_hears: Option<String>,
+    cache_dir: Option<String>,
+    announcements_dir: Option<String>,
+    #[serde(default)]
+    moh: std::collections::BTreeMap<String, FileClass>,
+}
+
+/// One `[moh.NAME]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileClass {
+    directory: Option<String>,
+    files: Option<Vec<String>>,
+    order: Option<String>,
+    join: Option<String>,
+    announce: Option<String>,
+    announce_every: Option<u64>,
+    normalize: Option<bool>,
 }
 
 /// Command-line overrides (each `None` keeps the file's or the default value).
@@ -189,7 +209,16 @@ pub struct Config {
     pub io_uring_entries: u32,
     /// io_uring provided receive buffers per worker (a power of two).
     pub io_uring_buffers: u32,
+    /// Packet time of media played to legs that do not ask for one (ms).
+    pub ptime: u32,
+    /// Whether the peer of a held leg hears silence frames (else nothing).
+    pub hold_peer_silence: bool,
+    /// The media library: classes, announcements, cache.
+    pub media: crate::media::library::LibraryConfig,
 }
+
+/// The default directory of the encoded-media cache.
+pub const DEFAULT_CACHE_DIR: &str = "/var/cache/rtpark";
 
 /// The default native control socket.
 pub const DEFAULT_NATIVE_SOCKET: &str = "/run/rtpark/native.sock";
@@ -211,6 +240,14 @@ impl Default for Config {
             connect_latched: true,
             io_uring_entries: 4096,
             io_uring_buffers: 1024,
+            ptime: 20,
+            hold_peer_silence: false,
+            media: crate::media::library::LibraryConfig {
+                classes: crate::media::library::LibraryConfig::embedded_classes(),
+                announcements_dir: None,
+                cache_dir: Some(PathBuf::from(DEFAULT_CACHE_DIR)),
+                opus_bitrate: 32000,
+            },
         }
     }
 }
@@ -313,6 +350,47 @@ impl Config {
             }
             c.io_uring_buffers = n;
         }
+        if let Some(b) = file.opus_bitrate {
+            if !(6000..=510_000).contains(&b) {
+                return Err(ConfigError::Invalid {
+                    key: "opus_bitrate",
+                    problem: format!("{b} bit/s is outside Opus's 6000–510000"),
+                });
+            }
+            c.media.opus_bitrate = b;
+        }
+        if let Some(p) = file.ptime {
+            if !crate::media::library::PTIMES.contains(&p) {
+                return Err(ConfigError::Invalid {
+                    key: "ptime",
+                    problem: format!("{p} ms is not one of 10, 20, 30, 40"),
+                });
+            }
+            c.ptime = p;
+        }
+        if let Some(h) = file.hold_peer_hears {
+            c.hold_peer_silence = match h.as_str() {
+                "nothing" => false,
+                "silence" => true,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        key: "hold_peer_hears",
+                        problem: format!("`{other}` is neither \"nothing\" nor \"silence\""),
+                    })
+                }
+            };
+        }
+        if let Some(d) = file.cache_dir {
+            c.media.cache_dir = (!d.is_empty()).then(|| PathBuf::from(d));
+        }
+        if let Some(d) = file.announcements_dir {
+            c.media.announcements_dir = Some(PathBuf::from(d));
+        }
+        for (name, fc) in file.moh {
+            let class = media_class(&name, fc)?;
+            c.media.classes.retain(|k| k.name != name);
+            c.media.classes.push(class);
+        }
         Ok(c)
     }
 
@@ -328,6 +406,69 @@ impl Config {
     pub fn first_rtp_port(&self) -> u16 {
         self.port_min + (self.port_min & 1)
     }
+}
+
+fn media_class(
+    name: &str,
+    fc: FileClass,
+) -> Result<crate::media::library::ClassConfig, ConfigError> {
+    use crate::media::library::{ClassConfig, FileSet, Order};
+    use crate::media::JoinMode;
+    let files = match (fc.directory, fc.files) {
+        (Some(d), None) => FileSet::Directory(PathBuf::from(d)),
+        (None, Some(f)) if !f.is_empty() => {
+            FileSet::Files(f.into_iter().map(PathBuf::from).collect())
+        }
+        (None, None) if name == "default" || name == "calm" => FileSet::Embedded(name.to_owned()),
+        _ => {
+            return Err(ConfigError::Invalid {
+                key: "moh.<class>",
+                problem: format!(
+                    "class `{name}` needs exactly one of `directory` or a non-empty `files`"
+                ),
+            })
+        }
+    };
+    let order = match fc.order.as_deref() {
+        None | Some("alphabetical") => Order::Alphabetical,
+        Some("random") => Order::Random,
+        Some("random_start") => Order::RandomStart,
+        Some(o) => {
+            return Err(ConfigError::Invalid {
+                key: "moh.<class>.order",
+                problem: format!(
+                    "class `{name}`: `{o}` is not alphabetical, random or random_start"
+                ),
+            })
+        }
+    };
+    let join = match fc.join.as_deref() {
+        None | Some("shared") => JoinMode::Shared,
+        Some("start") => JoinMode::FromStart,
+        Some("resume") => JoinMode::Resume,
+        Some(j) => {
+            return Err(ConfigError::Invalid {
+                key: "moh.<class>.join",
+                problem: format!("class `{name}`: `{j}` is not shared, start or resume"),
+            })
+        }
+    };
+    let every = fc.announce_every.unwrap_or(30);
+    if every == 0 {
+        return Err(ConfigError::Invalid {
+            key: "moh.<class>.announce_every",
+            problem: format!("class `{name}`: the interval must be at least 1 second"),
+        });
+    }
+    Ok(ClassConfig {
+        name: name.to_owned(),
+        files,
+        order,
+        join,
+        announce: fc.announce,
+        announce_every: Duration::from_secs(every),
+        normalize: fc.normalize.unwrap_or(true),
+    })
 }
 
 fn port(v: u32, key: &'static str) -> Result<u16, ConfigError> {
@@ -399,7 +540,9 @@ mod tests {
 
     #[test]
     fn wrong_type_is_named() {
-        let e = Config::from_toml("port_min = \"x\"").unwrap_err().to_string();
+        let e = Config::from_toml("port_min = \"x\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("port_min"), "{e}");
     }
 

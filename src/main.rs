@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use rtpark::config::{Config, Overrides, DEFAULT_NATIVE_SOCKET};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,6 +32,20 @@ enum Cmd {
     },
     /// Print the effective configuration and exit (checks a config file).
     CheckConfig(RunArgs),
+    /// Media library tools: list classes and announcements, pre-fill the cache.
+    Media {
+        /// `list` or `encode`.
+        #[command(subcommand)]
+        action: MediaAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MediaAction {
+    /// Show classes, files, durations and the encodings already cached.
+    List(RunArgs),
+    /// Encode every class and announcement in every codec and packet time into the cache.
+    Encode(RunArgs),
 }
 
 #[derive(Args, Default, Clone)]
@@ -91,8 +106,66 @@ fn main() -> ExitCode {
             }
         },
         Some(Cmd::Run(args)) => run(args),
+        Some(Cmd::Media { action }) => media(action),
         None => run(cli.run),
     }
+}
+
+fn media(action: MediaAction) -> ExitCode {
+    let (args, encode) = match action {
+        MediaAction::List(a) => (a, false),
+        MediaAction::Encode(a) => (a, true),
+    };
+    let config = match Config::load(&args.overrides()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rtpark: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::new()
+        .parse_filters(&config.log_level)
+        .format_target(false)
+        .init();
+    let library = rtpark::media::library::Library::load(&config.media);
+    if encode {
+        let started = std::time::Instant::now();
+        match library.encode_all() {
+            Ok(n) => println!(
+                "{n} encodings ready in {:.1} s (cache: {})",
+                started.elapsed().as_secs_f64(),
+                config
+                    .media
+                    .cache_dir
+                    .as_ref()
+                    .map_or("disabled".into(), |d| d.display().to_string())
+            ),
+            Err(e) => {
+                eprintln!("rtpark: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    // A closed pipe (e.g. `| head`) ends the listing quietly.
+    let mut out = std::io::stdout().lock();
+    for item in library.list() {
+        let _ = writeln!(
+            out,
+            "{:<12} {:<16} {:>7.1} s  {}",
+            item.kind,
+            item.name,
+            item.duration_secs,
+            if item.encoded.is_empty() {
+                "not encoded yet".to_owned()
+            } else {
+                item.encoded.join(" ")
+            }
+        );
+        for f in &item.files {
+            let _ = writeln!(out, "{:<12} {:<16}            {f}", "", "");
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn run(args: RunArgs) -> ExitCode {

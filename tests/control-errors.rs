@@ -85,7 +85,7 @@ fn unknown_commands_are_named() {
     );
     assert_eq!(reply["id"], json!(1));
     // Commands of later protocol versions say so; names are case-sensitive.
-    let reply = ctl.request(json!({"cmd": "hold", "leg": "x"}));
+    let reply = ctl.request(json!({"cmd": "park", "leg": "x"}));
     assert_eq!(code_of(&reply), "unknown_command", "{reply}");
     assert!(message_of(&reply).contains("later"), "{reply}");
     let reply = ctl.request(json!({"cmd": "PING"}));

@@ -161,7 +161,10 @@ fn every_command_has_a_valid_case() {
     for name in COMMANDS {
         let line = match *name {
             "create_leg" => r#"{"cmd":"create_leg","call":"c"}"#.to_owned(),
-            "update_leg" | "unbridge" | "delete_leg" => format!(r#"{{"cmd":"{name}","leg":"l"}}"#),
+            "update_leg" | "unbridge" | "delete_leg" | "hold" | "unhold" | "stop_play" => {
+                format!(r#"{{"cmd":"{name}","leg":"l"}}"#)
+            }
+            "play" => r#"{"cmd":"play","leg":"l","announcement":"please-hold"}"#.to_owned(),
             "bridge" => r#"{"cmd":"bridge","a":"x","b":"y"}"#.to_owned(),
             "delete_call" | "query_call" => format!(r#"{{"cmd":"{name}","call":"c"}}"#),
             _ => format!(r#"{{"cmd":"{name}"}}"#),
@@ -248,7 +251,7 @@ fn unknown_commands() {
         "Ping",
         "",
         "create-leg",
-        "hold",
+        "retrieve",
         "park",
     ] {
         let line = format!(r#"{{"id":"u","cmd":"{cmd}"}}"#);
@@ -670,6 +673,7 @@ fn every_error_code_formats_its_wire_name() {
         (LegExists, "leg_exists"),
         (PortsExhausted, "ports_exhausted"),
         (InvalidState, "invalid_state"),
+        (UnknownMedia, "unknown_media"),
         (Internal, "internal"),
     ];
     for (code, name) in codes {
@@ -731,7 +735,8 @@ fn success_replies() {
                 "leg": "a", "rtp_port": 30000, "rtcp_port": 30001, "remote": "[::1]:5000",
                 "latched": null, "ssrc": 3735928559u32, "peer": "b", "state": "live",
                 "counters": {"rtp_in": 10, "rtp_in_bytes": 0, "rtp_out": 9, "rtcp_in": 0,
-                    "rtcp_out": 0, "dropped_foreign": 0, "dropped_malformed": 0, "dropped_no_route": 0}
+                    "rtcp_out": 0, "dropped_foreign": 0, "dropped_malformed": 0, "dropped_no_route": 0,
+                    "dropped_held": 0, "media_out": 0}
             }]}),
         ),
         (
@@ -859,4 +864,74 @@ fn documented_parser_errors_match() {
         checked += 1;
     }
     assert!(checked >= 3, "only {checked} documented exchanges found");
+}
+
+#[test]
+fn hold_and_playback_commands() {
+    use rtpark::control::{PeerHears, Then};
+    let req =
+        parse_request(r#"{"cmd":"hold","leg":"a","class":"calm","peer_hears":"silence"}"#).unwrap();
+    assert_eq!(
+        req.command,
+        Command::Hold {
+            leg: "a".into(),
+            class: Some("calm".into()),
+            peer_hears: Some(PeerHears::Silence)
+        }
+    );
+    let req = parse_request(r#"{"cmd":"hold","leg":"a"}"#).unwrap();
+    assert_eq!(
+        req.command,
+        Command::Hold {
+            leg: "a".into(),
+            class: None,
+            peer_hears: None
+        }
+    );
+    let req =
+        parse_request(r#"{"cmd":"play","leg":"a","announcement":"please-hold","then":"moh"}"#)
+            .unwrap();
+    assert_eq!(
+        req.command,
+        Command::Play {
+            leg: "a".into(),
+            announcement: "please-hold".into(),
+            then: Then::Moh,
+            class: None
+        }
+    );
+    let req = parse_request(r#"{"cmd":"play","leg":"a","announcement":"x"}"#).unwrap();
+    assert!(matches!(
+        req.command,
+        Command::Play {
+            then: Then::Live,
+            ..
+        }
+    ));
+    assert_eq!(
+        parse_request(r#"{"cmd":"unhold","leg":"a"}"#)
+            .unwrap()
+            .command,
+        Command::Unhold { leg: "a".into() }
+    );
+    assert_eq!(
+        parse_request(r#"{"cmd":"list_media"}"#).unwrap().command,
+        Command::ListMedia
+    );
+    for (line, needle) in [
+        (r#"{"cmd":"hold"}"#, "\"leg\""),
+        (
+            r#"{"cmd":"hold","leg":"a","peer_hears":"music"}"#,
+            "peer_hears",
+        ),
+        (r#"{"cmd":"play","leg":"a"}"#, "\"announcement\""),
+        (
+            r#"{"cmd":"play","leg":"a","announcement":"x","then":"later"}"#,
+            "then",
+        ),
+        (r#"{"cmd":"create_leg","call":"c","ptime":25}"#, "ptime"),
+    ] {
+        let (_, e) = parse_request(line).unwrap_err();
+        assert!(e.message.contains(needle), "{line}: {}", e.message);
+    }
 }

@@ -80,12 +80,13 @@ fn explicit_remote_rtcp_is_used_until_latched() {
 #[test]
 fn rtcp_mux_is_demuxed_on_the_rtp_port() {
     let (mut h, a, b) = call(true, false);
-    // Rewriting RTP for B must not touch RTCP bound for B.
+    // RTCP bound for B describes the RTP B receives: same SSRC and timestamp offset.
     *h.shard.egress_mut(b).unwrap() = EgressContext {
         ssrc: Some(0x5555),
         seq_offset: 1000,
         ts_offset: 80_000,
         mark_next: true,
+        ..EgressContext::default()
     };
     let sr = rtcp_sr(0xa, 42, 160);
     let (v, out) = h.rtp(a, PHONE_A, &sr);
@@ -98,7 +99,10 @@ fn rtcp_mux_is_demuxed_on_the_rtp_port() {
             connected: false,
         })
     );
-    assert_eq!(out, sr);
+    let mut expected = sr.clone();
+    rtpark::rtp::rtcp::rewrite_compound(&mut expected, Some(0x5555), 80_000).unwrap();
+    assert_eq!(out, expected);
+    assert_eq!(u32::from_be_bytes([out[4], out[5], out[6], out[7]]), 0x5555);
     let la = h.shard.leg(a).unwrap();
     assert_eq!((la.counters.rtp_in, la.counters.rtcp_in), (1, 1));
     assert_eq!(la.latched_rtcp, Some(addr(PHONE_A)));

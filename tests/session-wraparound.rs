@@ -44,6 +44,7 @@ fn offsets_carry_seq_and_ts_across_rollover() {
         seq_offset: 0xFFFD - 100,
         ts_offset: 0xFFFF_FEC0u32.wrapping_sub(16_000),
         mark_next: true,
+        ..EgressContext::default()
     };
     let out = relay(&mut h, a, 100, 16_000, 5);
     let got: Vec<_> = out.iter().map(|p| fields(p)).collect();
@@ -70,6 +71,7 @@ fn source_rollover_with_offsets() {
         seq_offset: 5,
         ts_offset: 400,
         mark_next: true,
+        ..EgressContext::default()
     };
     // The source itself wraps: 0xFFFE, 0xFFFF, 0, 1.
     let out = relay(&mut h, a, 0xFFFE, 0xFFFF_FF00, 4);

@@ -50,6 +50,58 @@ pub enum Command {
     Stats,
     /// Turn this control connection into an event stream.
     Subscribe,
+    /// Put a leg on hold: it hears a MOH class, its audio reaches no one.
+    Hold {
+        /// The leg to hold (the one that hears the music).
+        leg: String,
+        /// MOH class; `default` when absent.
+        class: Option<String>,
+        /// What its peer hears meanwhile; the engine default when absent.
+        peer_hears: Option<PeerHears>,
+    },
+    /// Take a leg off hold.
+    Unhold {
+        /// The leg.
+        leg: String,
+    },
+    /// Play an announcement to a leg, then live media, MOH, or nothing.
+    Play {
+        /// The leg that hears it.
+        leg: String,
+        /// Announcement name from the media library.
+        announcement: String,
+        /// What follows.
+        then: Then,
+        /// MOH class for `then: moh`; `default` when absent.
+        class: Option<String>,
+    },
+    /// Stop an announcement or music; the leg hears its peer again.
+    StopPlay {
+        /// The leg.
+        leg: String,
+    },
+    /// List MOH classes and announcements.
+    ListMedia,
+}
+
+/// What the peer of a held leg hears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerHears {
+    /// No packets at all.
+    Nothing,
+    /// Silence frames in its codec, keeping its stream (and NAT bindings) alive.
+    Silence,
+}
+
+/// What follows an announcement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    /// The leg hears its peer again.
+    Live,
+    /// The leg hears music on hold.
+    Moh,
+    /// The leg hears nothing.
+    Nothing,
 }
 
 /// Arguments of [`Command::CreateLeg`].
@@ -73,6 +125,10 @@ pub struct CreateLeg {
     pub media_timeout: Option<u32>,
     /// The leg is expected to be silent (e.g. on hold): use the longer timeout.
     pub silent: bool,
+    /// Start a new SSRC at every source switch instead of continuing one stream.
+    pub ssrc_per_source: bool,
+    /// Packet time for media played to the leg (ms; engine default when absent).
+    pub ptime: Option<u32>,
 }
 
 /// Arguments of [`Command::UpdateLeg`]; absent fields are left as they are.
@@ -90,6 +146,8 @@ pub struct UpdateLeg {
     pub rtcp_mux: Option<bool>,
     /// New silent-leg setting.
     pub silent: Option<bool>,
+    /// New packet time for media played to the leg.
+    pub ptime: Option<u32>,
 }
 
 /// A failed command: a stable machine-readable code and a sentence for a person.
@@ -134,6 +192,8 @@ pub enum ErrorCode {
     PortsExhausted,
     /// The operation does not apply to the leg in its current state.
     InvalidState,
+    /// No MOH class or announcement has that name.
+    UnknownMedia,
     /// The engine failed internally (a bug or a resource problem); see the log.
     Internal,
 }
@@ -151,6 +211,7 @@ impl ErrorCode {
             ErrorCode::LegExists => "leg_exists",
             ErrorCode::PortsExhausted => "ports_exhausted",
             ErrorCode::InvalidState => "invalid_state",
+            ErrorCode::UnknownMedia => "unknown_media",
             ErrorCode::Internal => "internal",
         }
     }
@@ -184,6 +245,11 @@ pub enum Reply {
     },
     /// Engine counters.
     Stats(Stats),
+    /// The media library.
+    Media {
+        /// Classes and announcements.
+        media: Vec<crate::media::library::MediaInfo>,
+    },
     /// The connection now carries events.
     Subscribed {
         /// Always `true`.
@@ -234,7 +300,8 @@ pub struct LegInfo {
     pub ssrc: Option<u32>,
     /// The leg it is bridged to.
     pub peer: Option<String>,
-    /// `live`, `idle` (no peer) — more states come with hold and park.
+    /// `live`, `idle` (no peer), `held`, `playing` (an announcement or music
+    /// without hold) or `silent` (its peer is held and it hears nothing).
     pub state: &'static str,
     /// Packet and byte counters.
     pub counters: LegCounters,
@@ -273,6 +340,26 @@ pub enum Event {
         leg: String,
         /// The timeout that elapsed, in seconds.
         after_secs: u32,
+    },
+    /// An announcement finished playing to a leg.
+    PlaybackDone {
+        /// The call.
+        call: String,
+        /// The leg.
+        leg: String,
+        /// The announcement.
+        announcement: String,
+    },
+    /// A held caller pressed a key (RFC 4733 event received while on hold).
+    Dtmf {
+        /// The call.
+        call: String,
+        /// The leg.
+        leg: String,
+        /// The digit.
+        digit: char,
+        /// How long it was pressed, in milliseconds.
+        duration_ms: u32,
     },
     /// A call was deleted (by command or because its last leg went).
     CallDeleted {

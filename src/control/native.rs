@@ -7,7 +7,9 @@
 //!
 //! Formatted lines carry **no** trailing newline: the writer appends `'\n'`.
 
-use super::{Codec, Command, ControlError, CreateLeg, ErrorCode, Event, Reply, UpdateLeg};
+use super::{
+    Codec, Command, ControlError, CreateLeg, ErrorCode, Event, PeerHears, Reply, Then, UpdateLeg,
+};
 use serde_json::{Map, Value};
 use std::net::SocketAddr;
 
@@ -27,19 +29,15 @@ pub const COMMANDS: &[&str] = &[
     "list_calls",
     "stats",
     "subscribe",
+    "hold",
+    "unhold",
+    "play",
+    "stop_play",
+    "list_media",
 ];
 
 /// Names that clients may try before the commands exist; they get a hint.
-const LATER_COMMANDS: &[&str] = &[
-    "hold",
-    "unhold",
-    "park",
-    "unpark",
-    "retrieve",
-    "play",
-    "stop",
-    "stop_play",
-];
+const LATER_COMMANDS: &[&str] = &["park", "unpark", "retrieve"];
 
 /// One parsed request line: the client's correlation id and the command.
 #[derive(Debug, Clone, PartialEq)]
@@ -205,6 +203,8 @@ fn parse_command(cmd: &str, map: &Map<String, Value>) -> Result<Command, Control
             codecs: f.optional_codecs("codecs")?.unwrap_or_default(),
             media_timeout: f.optional_u32("media_timeout")?,
             silent: f.optional_bool("silent")?.unwrap_or(false),
+            ssrc_per_source: f.optional_bool("ssrc_per_source")?.unwrap_or(false),
+            ptime: f.optional_ptime("ptime")?,
         }),
         "update_leg" => Command::UpdateLeg(UpdateLeg {
             leg: f.required_name("leg", "the leg's name")?,
@@ -213,6 +213,7 @@ fn parse_command(cmd: &str, map: &Map<String, Value>) -> Result<Command, Control
             codecs: f.optional_codecs("codecs")?,
             rtcp_mux: f.optional_bool("rtcp_mux")?,
             silent: f.optional_bool("silent")?,
+            ptime: f.optional_ptime("ptime")?,
         }),
         "bridge" => Command::Bridge {
             a: f.required_name("a", "the first leg's name")?,
@@ -233,9 +234,45 @@ fn parse_command(cmd: &str, map: &Map<String, Value>) -> Result<Command, Control
         "list_calls" => Command::ListCalls,
         "stats" => Command::Stats,
         "subscribe" => Command::Subscribe,
+        "hold" => Command::Hold {
+            leg: f.required_name("leg", "the leg's name")?,
+            class: f.optional_name("class")?,
+            peer_hears: match f.optional_name("peer_hears")?.as_deref() {
+                None => None,
+                Some("nothing") => Some(PeerHears::Nothing),
+                Some("silence") => Some(PeerHears::Silence),
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "peer_hears must be \"nothing\" or \"silence\", got \"{other}\""
+                    )))
+                }
+            },
+        },
+        "unhold" => Command::Unhold {
+            leg: f.required_name("leg", "the leg's name")?,
+        },
+        "play" => Command::Play {
+            leg: f.required_name("leg", "the leg's name")?,
+            announcement: f.required_name("announcement", "the announcement's name")?,
+            then: match f.optional_name("then")?.as_deref() {
+                None | Some("live") => Then::Live,
+                Some("moh") => Then::Moh,
+                Some("nothing") => Then::Nothing,
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "then must be \"live\", \"moh\" or \"nothing\", got \"{other}\""
+                    )))
+                }
+            },
+            class: f.optional_name("class")?,
+        },
+        "stop_play" => Command::StopPlay {
+            leg: f.required_name("leg", "the leg's name")?,
+        },
+        "list_media" => Command::ListMedia,
         other => {
             let later = if LATER_COMMANDS.contains(&other) {
-                " (hold, park and play arrive in a later protocol version)"
+                " (park and retrieve arrive in a later protocol version)"
             } else {
                 ""
             };
@@ -325,6 +362,19 @@ impl Fields<'_> {
                 "{key} must be \"ip:port\" (e.g. \"192.0.2.10:30000\" or \"[2001:db8::1]:30000\"), got {}",
                 describe(v)
             ))),
+        }
+    }
+
+    fn optional_ptime(&self, key: &str) -> Result<Option<u32>, ControlError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n @ (10 | 20 | 30 | 40)) => Ok(Some(n as u32)),
+                _ => Err(invalid(format!(
+                    "{key} must be 10, 20, 30 or 40 (milliseconds), got {}",
+                    describe(v)
+                ))),
+            },
         }
     }
 

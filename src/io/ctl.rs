@@ -14,7 +14,16 @@ use std::time::Duration;
 const DEFAULT_TIMEOUT_SECS: u64 = 10;
 
 /// Fields whose values are names or addresses: always sent as JSON strings.
-const STRING_FIELDS: &[&str] = &["call", "leg", "a", "b", "remote", "remote_rtcp"];
+const STRING_FIELDS: &[&str] = &[
+    "call",
+    "leg",
+    "a",
+    "b",
+    "remote",
+    "remote_rtcp",
+    "class",
+    "announcement",
+];
 
 /// Exit status: the command succeeded (`"ok":true`).
 const EXIT_OK: u8 = 0;
@@ -361,13 +370,14 @@ OPTIONS
     --raw JSON        send this JSON line as is, e.g. --raw '{{"id":1,"cmd":"ping"}}'
     -h, --help        this text
 
-COMMANDS ({count} in protocol v1)
+COMMANDS ({count})
     ping
     create_leg   call=ID [leg=NAME] [remote=IP:PORT] [remote_rtcp=IP:PORT]
                  [trust_address=true] [rtcp_mux=true] [media_timeout=SECS] [silent=true]
+                 [ssrc_per_source=true] [ptime=10|20|30|40]
                  [codecs='[{{"pt":0,"name":"PCMU","rate":8000}}]']
     update_leg   leg=NAME [remote=IP:PORT] [remote_rtcp=IP:PORT] [codecs=[...]]
-                 [rtcp_mux=true|false] [silent=true|false]
+                 [rtcp_mux=true|false] [silent=true|false] [ptime=MS]
     bridge       a=LEG b=LEG
     unbridge     leg=NAME
     delete_leg   leg=NAME
@@ -376,6 +386,11 @@ COMMANDS ({count} in protocol v1)
     list_calls
     stats
     subscribe    (then prints one event per line until rtpark closes; Ctrl-C to stop)
+    hold         leg=NAME [class=default] [peer_hears=nothing|silence]
+    unhold       leg=NAME
+    play         leg=NAME announcement=NAME [then=live|moh|nothing] [class=NAME]
+    stop_play    leg=NAME
+    list_media
 
 VALUES
     Each value is sent as JSON if it parses as JSON (42, true, [..], {{..}}), else as a
@@ -393,6 +408,8 @@ EXAMPLES
     rtpark ctl create_leg call=c1 leg=c1-a remote=192.0.2.10:30000
     rtpark ctl bridge a=c1-a b=c1-b
     rtpark ctl --socket /tmp/rtpark.sock query_call call=c1
+    rtpark ctl hold leg=c1-a class=calm
+    rtpark ctl unhold leg=c1-a
     rtpark ctl subscribe
 
 Full reference: docs/native-protocol.md

@@ -6,12 +6,18 @@ use super::ports::{PortAllocator, PortError};
 use super::worker::{LegSockets, WorkerCtx, WorkerGone, WorkerHandle};
 use crate::config::Config;
 use crate::control::{
-    CallInfo, Command, ControlError, CreateLeg, ErrorCode, Event, LegCounters, LegCreated,
-    LegInfo, Reply, Stats, UpdateLeg,
+    CallInfo, Command, ControlError, CreateLeg, ErrorCode, Event, LegCounters, LegCreated, LegInfo,
+    Reply, Stats, UpdateLeg,
 };
-use crate::session::{LatchPolicy, LegConfig, LegKey, LegUpdate, SessionEvent};
+use crate::control::{PeerHears, Then};
+use crate::media::library::Library;
+use crate::media::{Codec, MediaError};
+use crate::session::{
+    After, LatchPolicy, LegConfig, LegKey, LegUpdate, Program, SessionEvent, Source,
+};
 use crossbeam_channel::Sender;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -25,6 +31,8 @@ struct LegEntry {
     call: String,
     worker: usize,
     key: LegKey,
+    /// Packet time of media played to the leg (ms).
+    ptime: u32,
 }
 
 struct Directory {
@@ -43,6 +51,7 @@ pub struct Engine {
     subscribers: Mutex<Vec<Sender<Event>>>,
     started: Instant,
     backend: &'static str,
+    library: Arc<Library>,
 }
 
 impl From<WorkerGone> for ControlError {
@@ -67,7 +76,12 @@ fn unknown_call(call: &str) -> ControlError {
 
 impl Engine {
     /// An engine over running workers.
-    pub fn new(config: Config, workers: Vec<WorkerHandle>, backend: &'static str) -> Engine {
+    pub fn new(
+        config: Config,
+        workers: Vec<WorkerHandle>,
+        backend: &'static str,
+        library: Arc<Library>,
+    ) -> Engine {
         let ports = PortAllocator::new(config.interface.bind, config.port_min, config.port_max);
         Engine {
             dir: Mutex::new(Directory {
@@ -82,6 +96,7 @@ impl Engine {
             subscribers: Mutex::new(Vec::new()),
             started: Instant::now(),
             backend,
+            library,
         }
     }
 
@@ -108,6 +123,28 @@ impl Engine {
                     after_secs: after.as_secs() as u32,
                 })
             }
+            SessionEvent::PlaybackDone {
+                call,
+                name,
+                program,
+                ..
+            } => self.publish(Event::PlaybackDone {
+                call,
+                leg: name,
+                announcement: program,
+            }),
+            SessionEvent::Dtmf {
+                call,
+                name,
+                digit,
+                duration_ms,
+                ..
+            } => self.publish(Event::Dtmf {
+                call,
+                leg: name,
+                digit,
+                duration_ms,
+            }),
         }
     }
 
@@ -128,13 +165,19 @@ impl Engine {
             Command::Unbridge { leg } => {
                 let dir = lock(&self.dir);
                 let (w, key) = leg_of(&dir, &leg)?;
-                self.workers[w].call(move |ctx| ctx.shard.unbridge(key).map(|_| ()))?
+                self.workers[w]
+                    .call(move |ctx| ctx.shard.unbridge(key).map(|_| ()))?
                     .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
                 Ok(Reply::Done {})
             }
             Command::DeleteLeg { leg } => {
                 let mut dir = lock(&self.dir);
-                let call = dir.legs.get(&leg).ok_or_else(|| unknown_leg(&leg))?.call.clone();
+                let call = dir
+                    .legs
+                    .get(&leg)
+                    .ok_or_else(|| unknown_leg(&leg))?
+                    .call
+                    .clone();
                 self.remove_leg(&mut dir, &leg)?;
                 let entry = dir.calls.get_mut(&call);
                 if let Some(entry) = entry {
@@ -179,7 +222,155 @@ impl Engine {
             }
             Command::Stats => self.stats().map(Reply::Stats),
             Command::Subscribe => Ok(Reply::Subscribed { subscribed: true }),
+            Command::Hold {
+                leg,
+                class,
+                peer_hears,
+            } => self.hold(&leg, class.as_deref(), peer_hears),
+            Command::Unhold { leg } | Command::StopPlay { leg } => {
+                let dir = lock(&self.dir);
+                let (w, key) = leg_of(&dir, &leg)?;
+                self.workers[w]
+                    .call(move |ctx| ctx.shard.unhold(key))?
+                    .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
+                Ok(Reply::Done {})
+            }
+            Command::Play {
+                leg,
+                announcement,
+                then,
+                class,
+            } => self.play(&leg, &announcement, then, class.as_deref()),
+            Command::ListMedia => Ok(Reply::Media {
+                media: self.library.list(),
+            }),
         }
+    }
+
+    /// The codec, payload type and packet time media for `leg` must use.
+    fn media_format(
+        &self,
+        dir: &Directory,
+        name: &str,
+    ) -> Result<(MediaFormat, Option<MediaFormat>), ControlError> {
+        let (w, key) = leg_of(dir, name)?;
+        let ptime_of = |leg: &str| dir.legs.get(leg).map_or(self.config.ptime, |e| e.ptime);
+        let (fmt, peer) = self.workers[w]
+            .call(move |ctx| {
+                let leg = ctx.shard.leg(key)?;
+                let peer = leg
+                    .peer
+                    .and_then(|p| ctx.shard.leg(p))
+                    .map(|p| (choose_codec(p), p.config.name.clone()));
+                Some((choose_codec(leg), peer))
+            })?
+            .ok_or_else(|| unknown_leg(name))?;
+        let fmt = MediaFormat {
+            codec: fmt.0,
+            pt: fmt.1,
+            ptime: ptime_of(name),
+        };
+        let peer = peer.map(|((codec, pt), peer_name)| MediaFormat {
+            codec,
+            pt,
+            ptime: ptime_of(&peer_name),
+        });
+        Ok((fmt, peer))
+    }
+
+    /// A looping MOH program of `class` in `fmt`.
+    fn moh_program(&self, class: &str, fmt: MediaFormat) -> Result<Program, ControlError> {
+        let cf = self
+            .library
+            .class(class, fmt.codec, fmt.ptime)
+            .map_err(media_error)?;
+        // The class clock starts with the engine, shifted for `random_start`.
+        let count = cf.frames.frame_count().max(1) as u64;
+        let ptime = Duration::from_millis(fmt.ptime as u64);
+        let shift = ptime.saturating_mul((cf.start_offset % count) as u32);
+        let epoch = self.started.checked_sub(shift).unwrap_or(self.started);
+        Ok(Program {
+            name: cf.class,
+            frames: cf.frames,
+            pt: fmt.pt,
+            join: cf.join,
+            epoch,
+            looping: true,
+            then: After::Nothing,
+        })
+    }
+
+    fn hold(
+        &self,
+        leg: &str,
+        class: Option<&str>,
+        peer_hears: Option<PeerHears>,
+    ) -> Result<Reply, ControlError> {
+        let dir = lock(&self.dir);
+        let (w, key) = leg_of(&dir, leg)?;
+        let (fmt, peer_fmt) = self.media_format(&dir, leg)?;
+        let program = self.moh_program(class.unwrap_or("default"), fmt)?;
+        let silence = match peer_hears {
+            Some(PeerHears::Silence) => true,
+            Some(PeerHears::Nothing) => false,
+            None => self.config.hold_peer_silence,
+        };
+        let peer_program = match (silence, peer_fmt) {
+            (true, Some(pf)) => {
+                let frames = self
+                    .library
+                    .silence(pf.codec, pf.ptime)
+                    .map_err(media_error)?;
+                Some(Program {
+                    name: "silence".into(),
+                    frames,
+                    pt: pf.pt,
+                    join: crate::session::JoinMode::FromStart,
+                    epoch: self.started,
+                    looping: true,
+                    then: After::Nothing,
+                })
+            }
+            _ => None,
+        };
+        self.workers[w]
+            .call(move |ctx| ctx.shard.hold(Instant::now(), key, program, peer_program))?
+            .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
+        Ok(Reply::Done {})
+    }
+
+    fn play(
+        &self,
+        leg: &str,
+        announcement: &str,
+        then: Then,
+        class: Option<&str>,
+    ) -> Result<Reply, ControlError> {
+        let dir = lock(&self.dir);
+        let (w, key) = leg_of(&dir, leg)?;
+        let (fmt, _) = self.media_format(&dir, leg)?;
+        let frames = self
+            .library
+            .announcement(announcement, fmt.codec, fmt.ptime)
+            .map_err(media_error)?;
+        let then = match then {
+            Then::Live => After::Live,
+            Then::Nothing => After::Nothing,
+            Then::Moh => After::Moh(Box::new(self.moh_program(class.unwrap_or("default"), fmt)?)),
+        };
+        let program = Program {
+            name: announcement.to_owned(),
+            frames,
+            pt: fmt.pt,
+            join: crate::session::JoinMode::FromStart,
+            epoch: self.started,
+            looping: false,
+            then,
+        };
+        self.workers[w]
+            .call(move |ctx| ctx.shard.play(Instant::now(), key, program))?
+            .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
+        Ok(Reply::Done {})
     }
 
     fn create_leg(&self, c: CreateLeg) -> Result<LegCreated, ControlError> {
@@ -194,7 +385,9 @@ impl Engine {
             Some(name) if dir.legs.contains_key(&name) => {
                 return Err(ControlError::new(
                     ErrorCode::LegExists,
-                    format!("a leg named `{name}` already exists; pick another name or delete it first"),
+                    format!(
+                        "a leg named `{name}` already exists; pick another name or delete it first"
+                    ),
                 ))
             }
             Some(name) => name,
@@ -214,7 +407,9 @@ impl Engine {
                 .unwrap_or(0),
         };
         let pair = dir.ports.allocate().map_err(|e| match e {
-            PortError::Exhausted { .. } => ControlError::new(ErrorCode::PortsExhausted, e.to_string()),
+            PortError::Exhausted { .. } => {
+                ControlError::new(ErrorCode::PortsExhausted, e.to_string())
+            }
             PortError::Socket(_) => ControlError::new(ErrorCode::Internal, e.to_string()),
         })?;
         let port = pair.port;
@@ -233,20 +428,20 @@ impl Engine {
             },
             rtcp_mux: c.rtcp_mux,
             codecs: c.codecs,
-            media_timeout: c
-                .media_timeout
-                .map_or(self.config.media_timeout, |s| Duration::from_secs(s.max(1) as u64)),
+            media_timeout: c.media_timeout.map_or(self.config.media_timeout, |s| {
+                Duration::from_secs(s.max(1) as u64)
+            }),
             silent_timeout: self.config.silent_timeout,
             silent: c.silent,
+            ssrc_per_source: c.ssrc_per_source,
         };
         let sockets = LegSockets {
             rtp: pair.rtp,
             rtcp: pair.rtcp,
             port,
         };
-        let added = self.workers[worker].call(move |ctx: &mut WorkerCtx| {
-            ctx.add_leg(Instant::now(), leg_config, sockets)
-        });
+        let added = self.workers[worker]
+            .call(move |ctx: &mut WorkerCtx| ctx.add_leg(Instant::now(), leg_config, sockets));
         let key = match added {
             Ok(Ok(key)) => key,
             Ok(Err(e)) => {
@@ -268,6 +463,7 @@ impl Engine {
                 call: c.call.clone(),
                 worker,
                 key,
+                ptime: c.ptime.unwrap_or(self.config.ptime),
             },
         );
         dir.calls
@@ -289,12 +485,12 @@ impl Engine {
     }
 
     fn update_leg(&self, u: UpdateLeg) -> Result<Reply, ControlError> {
-        let dir = lock(&self.dir);
+        let mut dir = lock(&self.dir);
         let (w, key) = leg_of(&dir, &u.leg)?;
         let update = LegUpdate {
             remote: u.remote,
             remote_rtcp: u.remote_rtcp,
-            codecs: u.codecs,
+            codecs: u.codecs.clone(),
             rtcp_mux: u.rtcp_mux,
             silent: u.silent,
         };
@@ -305,6 +501,9 @@ impl Engine {
                 r
             })?
             .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
+        if let (Some(p), Some(e)) = (u.ptime, dir.legs.get_mut(&u.leg)) {
+            e.ptime = p;
+        }
         Ok(Reply::Done {})
     }
 
@@ -337,13 +536,21 @@ impl Engine {
             .ok_or_else(|| unknown_leg(name))?;
         let (leg, sockets) = detached;
         let port = sockets.port;
-        let adopted = self.workers[to].call(move |ctx| ctx.adopt_leg(Instant::now(), leg, sockets))?;
+        let adopted =
+            self.workers[to].call(move |ctx| ctx.adopt_leg(Instant::now(), leg, sockets))?;
         let entry = dir.legs.remove(name).ok_or_else(|| unknown_leg(name))?;
         dir.legs_per_worker[from] -= 1;
         match adopted {
             Ok(key) => {
                 dir.legs_per_worker[to] += 1;
-                dir.legs.insert(name.to_owned(), LegEntry { key, worker: to, ..entry });
+                dir.legs.insert(
+                    name.to_owned(),
+                    LegEntry {
+                        key,
+                        worker: to,
+                        ..entry
+                    },
+                );
                 Ok(())
             }
             Err(e) => {
@@ -375,11 +582,18 @@ impl Engine {
         Ok(())
     }
 
-    fn call_info(&self, dir: &Directory, id: &str, entry: &CallEntry) -> Result<CallInfo, ControlError> {
+    fn call_info(
+        &self,
+        dir: &Directory,
+        id: &str,
+        entry: &CallEntry,
+    ) -> Result<CallInfo, ControlError> {
         // A call's legs usually share its worker, but a bridge may have moved one.
         let mut legs = Vec::with_capacity(entry.legs.len());
         for name in &entry.legs {
-            let Some(e) = dir.legs.get(name) else { continue };
+            let Some(e) = dir.legs.get(name) else {
+                continue;
+            };
             let key = e.key;
             if let Some(info) = self.workers[e.worker].call(move |ctx| leg_info(ctx, key))? {
                 legs.push(info);
@@ -420,6 +634,46 @@ impl Engine {
     }
 }
 
+/// Codec, payload type and packet time of media for one leg.
+#[derive(Debug, Clone, Copy)]
+struct MediaFormat {
+    codec: Codec,
+    pt: u8,
+    ptime: u32,
+}
+
+/// Picks the codec a leg's endpoint should hear media in: the one it has been
+/// receiving, else the first signalled codec rtpark can encode, else PCMU.
+fn choose_codec(leg: &crate::session::Leg) -> (Codec, u8) {
+    let signalled = |pt: u8| {
+        leg.config
+            .codecs
+            .iter()
+            .find(|c| c.pt == pt)
+            .and_then(|c| Codec::from_name(&c.name, c.rate))
+    };
+    if let Some(last) = leg.egress.last {
+        if let Some(codec) = signalled(last.pt).or_else(|| Codec::from_static_pt(last.pt)) {
+            return (codec, last.pt);
+        }
+    }
+    leg.config
+        .codecs
+        .iter()
+        .find_map(|c| Codec::from_name(&c.name, c.rate).map(|k| (k, c.pt)))
+        .unwrap_or((Codec::Pcmu, 0))
+}
+
+fn media_error(e: MediaError) -> ControlError {
+    match e {
+        MediaError::NotFound { .. } => ControlError::new(
+            ErrorCode::UnknownMedia,
+            format!("{e}; list_media shows what is available"),
+        ),
+        other => ControlError::new(ErrorCode::Internal, other.to_string()),
+    }
+}
+
 fn add_counters(t: &mut LegCounters, c: &LegCounters) {
     t.rtp_in += c.rtp_in;
     t.rtp_in_bytes += c.rtp_in_bytes;
@@ -429,6 +683,8 @@ fn add_counters(t: &mut LegCounters, c: &LegCounters) {
     t.dropped_foreign += c.dropped_foreign;
     t.dropped_malformed += c.dropped_malformed;
     t.dropped_no_route += c.dropped_no_route;
+    t.dropped_held += c.dropped_held;
+    t.media_out += c.media_out;
 }
 
 fn leg_info(ctx: &WorkerCtx, key: LegKey) -> Option<LegInfo> {
@@ -444,7 +700,13 @@ fn leg_info(ctx: &WorkerCtx, key: LegKey) -> Option<LegInfo> {
         remote: leg.config.remote,
         latched: leg.latched_rtp,
         ssrc: leg.ssrc,
-        state: if peer.is_some() { "live" } else { "idle" },
+        state: match (&leg.source, leg.held, peer.is_some()) {
+            (_, true, _) => "held",
+            (Source::Media(_), false, _) => "playing",
+            (Source::Nothing, false, _) => "silent",
+            (Source::Peer, false, true) => "live",
+            (Source::Peer, false, false) => "idle",
+        },
         peer,
         counters: leg.counters,
     })

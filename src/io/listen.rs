@@ -34,7 +34,10 @@ pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
         std::fs::remove_file(path)?;
     }
     let listener = UnixListener::bind(path).map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot listen on {}: {e}", path.display()))
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on {}: {e}", path.display()),
+        )
     })?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     Ok(listener)
@@ -46,13 +49,14 @@ pub fn serve_native(listener: UnixListener, engine: Arc<Engine>) {
         match conn {
             Ok(stream) => {
                 let engine = engine.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("rtpark-ctl".into())
-                    .spawn(move || {
-                        if let Err(e) = handle_native(stream, &engine) {
-                            log::debug!("control connection ended: {e}");
-                        }
-                    });
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("rtpark-ctl".into())
+                        .spawn(move || {
+                            if let Err(e) = handle_native(stream, &engine) {
+                                log::debug!("control connection ended: {e}");
+                            }
+                        });
                 if let Err(e) = spawned {
                     log::error!("cannot start a control connection thread: {e}");
                 }

@@ -38,8 +38,8 @@ fn choose_backend(config: &Config) -> Result<Chosen, RunError> {
     if config.backend == BackendChoice::Epoll {
         return Ok(Chosen::Epoll);
     }
-    let probe = Waker::new()
-        .and_then(|w| Uring::new(w, config.io_uring_entries, config.io_uring_buffers));
+    let probe =
+        Waker::new().and_then(|w| Uring::new(w, config.io_uring_entries, config.io_uring_buffers));
     match (probe, config.backend) {
         (Ok(_), _) => Ok(Chosen::Uring),
         (Err(e), BackendChoice::IoUring) => Err(startup(format!(
@@ -55,7 +55,8 @@ fn choose_backend(config: &Config) -> Result<Chosen, RunError> {
 /// Runs the engine until SIGINT or SIGTERM.
 pub fn run(config: Config) -> Result<(), RunError> {
     let signals = block_stop_signals();
-    let limit = limits::raise_nofile().map_err(|e| startup(format!("cannot read RLIMIT_NOFILE: {e}")))?;
+    let limit =
+        limits::raise_nofile().map_err(|e| startup(format!("cannot read RLIMIT_NOFILE: {e}")))?;
     let pairs = (config.port_max as u64 + 1).saturating_sub(config.first_rtp_port() as u64) / 2;
     log::info!(
         "file descriptor limit {} (was {}): room for {} legs ({} two-leg calls); port range {}–{} holds {} legs",
@@ -67,6 +68,15 @@ pub fn run(config: Config) -> Result<(), RunError> {
         config.port_max,
         pairs
     );
+    let library = Arc::new(crate::media::library::Library::load(&config.media));
+    {
+        let library = library.clone();
+        let ptime = config.ptime;
+        std::thread::Builder::new()
+            .name("rtpark-media".into())
+            .spawn(move || library.prewarm(ptime))
+            .map_err(|e| startup(format!("cannot start media thread: {e}")))?;
+    }
     let chosen = choose_backend(&config)?;
     let n = config.effective_workers();
     let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
@@ -81,8 +91,19 @@ pub fn run(config: Config) -> Result<(), RunError> {
         let shard = crate::session::Shard::new(shard_config.clone());
         let handle = match chosen {
             Chosen::Uring => {
-                let (w, entries, bufs) = (waker.clone(), config.io_uring_entries, config.io_uring_buffers);
-                worker::spawn(id, move || Uring::new(w, entries, bufs), waker, shard, ev_tx.clone(), None)
+                let (w, entries, bufs) = (
+                    waker.clone(),
+                    config.io_uring_entries,
+                    config.io_uring_buffers,
+                );
+                worker::spawn(
+                    id,
+                    move || Uring::new(w, entries, bufs),
+                    waker,
+                    shard,
+                    ev_tx.clone(),
+                    None,
+                )
             }
             Chosen::Epoll => {
                 let w = waker.clone();
@@ -105,7 +126,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         config.port_min,
         config.port_max
     );
-    let engine = Arc::new(Engine::new(config.clone(), workers, backend_name));
+    let engine = Arc::new(Engine::new(config.clone(), workers, backend_name, library));
     {
         let engine = engine.clone();
         std::thread::Builder::new()

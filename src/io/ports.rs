@@ -50,10 +50,7 @@ impl PortAllocator {
     /// All even ports `p` in `[min, max]` with `p + 1 <= max`.
     pub fn new(ip: IpAddr, min: u16, max: u16) -> Self {
         let first = min as u32 + (min as u32 & 1);
-        let free: VecDeque<u16> = (first..max as u32)
-            .step_by(2)
-            .map(|p| p as u16)
-            .collect();
+        let free: VecDeque<u16> = (first..max as u32).step_by(2).map(|p| p as u16).collect();
         PortAllocator {
             ip,
             min,

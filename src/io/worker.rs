@@ -121,6 +121,18 @@ impl WorkerCtx {
         apply_socket_ops(&mut self.shard, &self.sockets, self.id);
     }
 
+    /// Hands every due media packet to the backend.
+    fn send_media(&mut self) {
+        while let Some(t) = self.shard.poll_transmit() {
+            let Some(Some(s)) = self.sockets.get(t.leg.index() as usize) else {
+                continue;
+            };
+            let to = if t.connected { None } else { Some(t.to) };
+            self.io
+                .send_media(s.rtp.as_raw_fd(), to, t.header, t.payload);
+        }
+    }
+
     fn drain_events(&mut self) {
         while let Some(ev) = self.shard.poll_event() {
             // The engine outlives its workers; a closed channel means shutdown.
@@ -315,10 +327,18 @@ fn run_loop(ctx: &mut WorkerCtx, jobs: &Receiver<Job>) {
             ctx.shard.handle_timeout(now);
             ctx.apply_socket_ops();
         }
+        ctx.send_media();
         ctx.drain_events();
-        let timeout = ctx.shard.poll_timeout().map(|t| t.saturating_duration_since(now));
+        let timeout = ctx
+            .shard
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(now));
         let WorkerCtx {
-            shard, sockets, io, id, ..
+            shard,
+            sockets,
+            io,
+            id,
+            ..
         } = ctx;
         let id = *id;
         // One clock read per batch: packets of one turn share `now`, which only

@@ -41,6 +41,8 @@ pub struct LegConfig {
     pub silent_timeout: Duration,
     /// The leg is expected to be silent.
     pub silent: bool,
+    /// Start a new SSRC at every source switch instead of keeping one stream.
+    pub ssrc_per_source: bool,
 }
 
 /// A change to a leg from the control plane; `None` leaves a field alone.
@@ -58,6 +60,21 @@ pub struct LegUpdate {
     pub silent: Option<bool>,
 }
 
+/// The last RTP packet sent to a leg's endpoint, whatever its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastSent {
+    /// Its sequence number, as sent.
+    pub seq: u16,
+    /// Its timestamp, as sent.
+    pub ts: u32,
+    /// Its SSRC, as sent.
+    pub ssrc: u32,
+    /// Its payload type.
+    pub pt: u8,
+    /// When it was sent.
+    pub at: Instant,
+}
+
 /// Per-leg rewrite state for packets sent *to* the leg's endpoint, so the
 /// endpoint sees one continuous stream whatever the source (DESIGN.md, RTP
 /// continuity). With no source switch yet it is the identity.
@@ -71,6 +88,14 @@ pub struct EgressContext {
     pub ts_offset: u32,
     /// Set the marker bit on the next packet sent.
     pub mark_next: bool,
+    /// The next relayed packet starts a new source: re-anchor the offsets on it.
+    pub resync: bool,
+    /// The last packet sent, the anchor for the next source switch.
+    pub last: Option<LastSent>,
+    /// RTP clock rate of the stream (Hz), to turn elapsed time into timestamp units.
+    pub clock_rate: u32,
+    /// The re-anchored stream takes a new SSRC (per-source SSRC option).
+    pub new_ssrc: bool,
 }
 
 impl EgressContext {
@@ -98,6 +123,57 @@ impl EgressContext {
             set_marker(buf, true);
             self.mark_next = false;
         }
+    }
+
+    /// The relay path: re-anchors after a source switch, rewrites, and records
+    /// what was sent (`buf` is a validated RTP packet).
+    #[inline]
+    pub fn relay(&mut self, buf: &mut [u8], now: Instant) {
+        if self.resync {
+            self.resync = false;
+            if let Some(next) = self.continue_at(now) {
+                let in_seq = u16::from_be_bytes([buf[2], buf[3]]);
+                let in_ts = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+                self.seq_offset = next.seq.wrapping_sub(in_seq);
+                self.ts_offset = next.ts.wrapping_sub(in_ts);
+                self.ssrc = Some(if self.new_ssrc {
+                    next.ssrc.wrapping_mul(0x9e37_79b1).rotate_left(11) ^ 0x5bd1_e995
+                } else {
+                    next.ssrc
+                });
+                self.new_ssrc = false;
+                self.mark_next = true;
+            }
+        }
+        self.apply(buf);
+        self.last = Some(LastSent {
+            seq: u16::from_be_bytes([buf[2], buf[3]]),
+            ts: u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
+            ssrc: u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]),
+            pt: buf[1] & 0x7f,
+            at: now,
+        });
+    }
+
+    /// Where a new source continues the stream at `now`: the next sequence
+    /// number, the timestamp advanced by the wall-clock time since the last
+    /// packet, the same SSRC. `None` if nothing was sent yet.
+    pub fn continue_at(&self, now: Instant) -> Option<LastSent> {
+        let last = self.last?;
+        let elapsed = now.saturating_duration_since(last.at);
+        let rate = if self.clock_rate == 0 {
+            8000
+        } else {
+            self.clock_rate
+        };
+        let ticks = (elapsed.as_nanos() * rate as u128 / 1_000_000_000) as u32;
+        Some(LastSent {
+            seq: last.seq.wrapping_add(1),
+            ts: last.ts.wrapping_add(ticks.max(1)),
+            ssrc: last.ssrc,
+            pt: last.pt,
+            at: now,
+        })
     }
 }
 
@@ -130,6 +206,14 @@ pub struct Leg {
     pub rtp_connected: bool,
     /// The RTCP socket is `connect()`ed.
     pub rtcp_connected: bool,
+    /// What the endpoint hears: its peer, pre-encoded media, or nothing.
+    pub source: super::playback::Source,
+    /// The leg is on hold: its own audio reaches no one.
+    pub held: bool,
+    /// Saved positions of classes in `Resume` mode, by class name.
+    pub resume: Vec<(String, u64)>,
+    /// Timestamp of the last DTMF event reported, to report each event once.
+    pub last_dtmf: Option<u32>,
 }
 
 impl Leg {
@@ -137,6 +221,23 @@ impl Leg {
     #[inline]
     pub fn rtp_destination(&self) -> Option<SocketAddr> {
         self.latched_rtp.or(self.config.remote)
+    }
+
+    /// The payload type the endpoint uses for RFC 4733 events, if signalled.
+    pub fn dtmf_pt(&self) -> Option<u8> {
+        self.dtmf_codec().map(|c| c.pt)
+    }
+
+    /// The clock rate of the endpoint's RFC 4733 events, if signalled.
+    pub fn dtmf_rate(&self) -> Option<u32> {
+        self.dtmf_codec().map(|c| c.rate)
+    }
+
+    fn dtmf_codec(&self) -> Option<&Codec> {
+        self.config
+            .codecs
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case("telephone-event"))
     }
 
     /// Where RTCP for this leg's endpoint goes now (the RTP destination with rtcp-mux).
@@ -185,4 +286,8 @@ pub struct LegCounters {
     pub dropped_malformed: u64,
     /// Valid packets with nowhere to go (no peer, or the peer has no address yet).
     pub dropped_no_route: u64,
+    /// Packets dropped because the leg or its peer is on hold or hearing media.
+    pub dropped_held: u64,
+    /// Pre-encoded media packets sent to the endpoint.
+    pub media_out: u64,
 }

@@ -8,9 +8,13 @@
 //! [`Shard::poll_socket_op`] after every mutation.
 
 mod leg;
+pub mod playback;
 mod shard;
 
-pub use leg::{Codec, EgressContext, LatchPolicy, Leg, LegConfig, LegCounters, LegUpdate};
+pub use leg::{
+    Codec, EgressContext, LastSent, LatchPolicy, Leg, LegConfig, LegCounters, LegUpdate,
+};
+pub use playback::{After, Frames, JoinMode, Program, Source, Transmit};
 pub use shard::{
     DropReason, Forward, LegKey, SessionError, SessionEvent, Shard, ShardConfig, SocketKind,
     SocketOp, Verdict,

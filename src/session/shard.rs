@@ -1,8 +1,10 @@
 //! The legs one worker owns, and the per-packet decision.
 
-use super::leg::{EgressContext, LatchPolicy, Leg, LegConfig, LegCounters, LegUpdate};
+use super::leg::{EgressContext, LastSent, LatchPolicy, Leg, LegConfig, LegCounters, LegUpdate};
+use super::playback::{After, JoinMode, Playback, Program, Source, Transmit};
 use crate::rtp::{self, RtpHeader};
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -93,6 +95,8 @@ pub enum DropReason {
     NoRoute,
     /// The leg key is stale (the leg was removed).
     UnknownLeg,
+    /// The leg is on hold, or its peer hears other media.
+    Held,
 }
 
 /// A socket change the io layer must make before relaying more packets.
@@ -130,6 +134,30 @@ pub enum SessionEvent {
         /// The timeout that elapsed.
         after: Duration,
     },
+    /// A one-shot program (announcement) finished playing to a leg.
+    PlaybackDone {
+        /// The leg.
+        leg: LegKey,
+        /// Its call.
+        call: String,
+        /// Its name.
+        name: String,
+        /// The announcement's name.
+        program: String,
+    },
+    /// An RFC 4733 event ended on a held leg (the caller pressed a key on hold).
+    Dtmf {
+        /// The leg.
+        leg: LegKey,
+        /// Its call.
+        call: String,
+        /// Its name.
+        name: String,
+        /// The digit (`0`–`9`, `*`, `#`, `A`–`D`).
+        digit: char,
+        /// Its duration in milliseconds.
+        duration_ms: u32,
+    },
 }
 
 /// Why a session operation failed.
@@ -141,6 +169,9 @@ pub enum SessionError {
     /// A leg cannot be bridged to itself.
     #[error("a leg cannot be bridged to itself")]
     SelfBridge,
+    /// The media to play has no frames.
+    #[error("the media has no frames")]
+    EmptyMedia,
 }
 
 /// One slab entry: a leg, or a free slot waiting for reuse.
@@ -164,6 +195,26 @@ pub struct Shard {
     next_sweep: Option<Instant>,
     events: VecDeque<SessionEvent>,
     socket_ops: VecDeque<SocketOp>,
+    /// Media packets due: (when, slot index, generation, playback serial). One
+    /// entry per playing leg; stale entries are skipped by their serial.
+    media_due: BinaryHeap<Reverse<(Instant, u32, u32, u32)>>,
+    next_serial: u32,
+    transmits: VecDeque<Transmit>,
+}
+
+/// A 32-bit FNV-1a hash, to derive a stable SSRC/sequence/timestamp origin for a
+/// leg that has not been sent anything yet.
+fn fnv1a(parts: &[&[u8]]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for part in parts {
+        for &b in *part {
+            h ^= b as u32;
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
 }
 
 /// Whether a leg may re-latch to a new source at `now` (after a control update).
@@ -267,6 +318,9 @@ impl Shard {
             next_sweep: None,
             events: VecDeque::new(),
             socket_ops: VecDeque::new(),
+            media_due: BinaryHeap::new(),
+            next_serial: 0,
+            transmits: VecDeque::new(),
         }
     }
 
@@ -296,6 +350,15 @@ impl Shard {
         Verdict::Drop(DropReason::NoRoute)
     }
 
+    /// Counts a packet dropped because its leg's peer hears other media.
+    #[cold]
+    fn held_drop(&mut self, key: LegKey) -> Verdict {
+        if let Some(leg) = self.leg_mut(key) {
+            leg.counters.dropped_held += 1;
+        }
+        Verdict::Drop(DropReason::Held)
+    }
+
     /// Adds a leg whose sockets the io layer has bound.
     pub fn add_leg(&mut self, now: Instant, config: LegConfig) -> LegKey {
         let leg = Leg {
@@ -312,6 +375,10 @@ impl Shard {
             timed_out: false,
             rtp_connected: false,
             rtcp_connected: false,
+            source: Source::Peer,
+            held: false,
+            resume: Vec::new(),
+            last_dtmf: None,
         };
         self.insert_leg(now, leg)
     }
@@ -322,6 +389,7 @@ impl Shard {
     /// the usual socket ops reconnect them.
     pub fn insert_leg(&mut self, now: Instant, mut leg: Leg) -> LegKey {
         leg.peer = None;
+        let playing = matches!(leg.source, Source::Media(_));
         leg.rtp_connected = false;
         leg.rtcp_connected = false;
         let index = match self.free.pop() {
@@ -354,6 +422,15 @@ impl Shard {
             &mut slot.connected_to,
             now,
         );
+        if playing {
+            let serial = self.bump_serial();
+            if let Some(Source::Media(pb)) = self.leg_mut(key).map(|l| &mut l.source) {
+                pb.serial = serial;
+                let due = pb.due();
+                self.media_due
+                    .push(Reverse((due, key.index, key.generation, serial)));
+            }
+        }
         key
     }
 
@@ -415,11 +492,19 @@ impl Shard {
         if a == b {
             return Err(SessionError::SelfBridge);
         }
-        // A source switch for each side: RTP continuity (DESIGN.md) will mark it here.
         self.unbridge(a)?;
         self.unbridge(b)?;
-        self.leg_mut(a).ok_or(SessionError::UnknownLeg)?.peer = Some(b);
-        self.leg_mut(b).ok_or(SessionError::UnknownLeg)?.peer = Some(a);
+        // A source switch for each side: both hear their new peer, continuing
+        // the stream they were hearing (DESIGN.md, RTP continuity).
+        for (me, peer) in [(a, b), (b, a)] {
+            let leg = self.leg_mut(me).ok_or(SessionError::UnknownLeg)?;
+            save_resume(leg);
+            leg.peer = Some(peer);
+            leg.held = false;
+            leg.source = Source::Peer;
+            leg.egress.resync = leg.egress.last.is_some();
+            leg.egress.new_ssrc = leg.config.ssrc_per_source;
+        }
         Ok(())
     }
 
@@ -542,6 +627,13 @@ impl Shard {
         leg.counters.rtp_in_bytes += buf.len() as u64;
         leg.last_rtp = now;
         leg.timed_out = false;
+        if leg.held {
+            leg.counters.dropped_held += 1;
+            if let Some(event) = held_dtmf(key, leg, &header, buf) {
+                self.events.push_back(event);
+            }
+            return Verdict::Drop(DropReason::Held);
+        }
         let Some(peer_key) = leg.peer else {
             leg.counters.dropped_no_route += 1;
             return Verdict::Drop(DropReason::NoRoute);
@@ -549,10 +641,13 @@ impl Shard {
         let Some(peer) = self.leg_mut(peer_key) else {
             return self.no_route(key);
         };
+        if !peer.source.is_peer() {
+            return self.held_drop(key);
+        }
         let Some(to) = peer.rtp_destination() else {
             return self.no_route(key);
         };
-        peer.egress.apply(buf);
+        peer.egress.relay(buf, now);
         peer.counters.rtp_out += 1;
         Verdict::Forward(Forward {
             leg: peer_key,
@@ -620,6 +715,10 @@ impl Shard {
             }
         }
         leg.counters.rtcp_in += 1;
+        if leg.held {
+            leg.counters.dropped_held += 1;
+            return Verdict::Drop(DropReason::Held);
+        }
         let Some(peer_key) = leg.peer else {
             leg.counters.dropped_no_route += 1;
             return Verdict::Drop(DropReason::NoRoute);
@@ -627,6 +726,11 @@ impl Shard {
         let Some(peer) = self.leg_mut(peer_key) else {
             return self.no_route(key);
         };
+        // Until the first RTP packet re-anchors the peer's stream after a switch,
+        // a sender report would describe it with stale offsets: hold it back.
+        if !peer.source.is_peer() || peer.egress.resync {
+            return self.held_drop(key);
+        }
         let (socket, to, connected) = if peer.config.rtcp_mux {
             (SocketKind::Rtp, peer.rtp_destination(), peer.rtp_connected)
         } else {
@@ -639,7 +743,10 @@ impl Shard {
         let Some(to) = to else {
             return self.no_route(key);
         };
-        // Sender reports will be rewritten here with the peer's egress offsets (hold).
+        // Sender reports describe the RTP the peer receives: same SSRC and offsets.
+        if !peer.egress.is_identity() {
+            let _ = rtp::rtcp::rewrite_compound(buf, peer.egress.ssrc, peer.egress.ts_offset);
+        }
         peer.counters.rtcp_out += 1;
         Verdict::Forward(Forward {
             leg: peer_key,
@@ -651,6 +758,7 @@ impl Shard {
 
     /// Runs due timers (media timeouts, re-latch windows closing).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.run_media(now);
         match self.next_sweep {
             Some(due) if self.len > 0 && now >= due => {}
             _ => return,
@@ -704,7 +812,11 @@ impl Shard {
         if self.len == 0 {
             return None;
         }
-        self.next_sweep
+        let media = self.media_due.peek().map(|Reverse((due, ..))| *due);
+        match (self.next_sweep, media) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next event for the control plane.
@@ -715,6 +827,247 @@ impl Shard {
     /// The next socket change for the io layer.
     pub fn poll_socket_op(&mut self) -> Option<SocketOp> {
         self.socket_ops.pop_front()
+    }
+}
+
+/// Hold, announcements and music: the media side of a leg's source.
+impl Shard {
+    fn bump_serial(&mut self) -> u32 {
+        self.next_serial = self.next_serial.wrapping_add(1);
+        self.next_serial
+    }
+
+    /// Starts playing `program` to `key` now (replacing whatever it heard);
+    /// the first packet is due at once and continues the leg's stream.
+    pub fn play(
+        &mut self,
+        now: Instant,
+        key: LegKey,
+        program: Program,
+    ) -> Result<(), SessionError> {
+        if program.frames.frame_count() == 0 {
+            return Err(SessionError::EmptyMedia);
+        }
+        let serial = self.bump_serial();
+        let leg = self.leg_mut(key).ok_or(SessionError::UnknownLeg)?;
+        save_resume(leg);
+        let frames = &program.frames;
+        leg.egress.clock_rate = frames.clock_rate();
+        let origin = leg.egress.continue_at(now).unwrap_or_else(|| {
+            let h = fnv1a(&[leg.config.call.as_bytes(), leg.config.name.as_bytes()]);
+            LastSent {
+                seq: (h >> 16) as u16,
+                ts: h.rotate_left(7),
+                ssrc: h,
+                pt: program.pt,
+                at: now,
+            }
+        });
+        let ssrc = if leg.config.ssrc_per_source {
+            fnv1a(&[&origin.ssrc.to_be_bytes(), program.name.as_bytes()])
+        } else {
+            origin.ssrc
+        };
+        let ptime = frames.ptime().max(Duration::from_millis(1));
+        let first_frame = match program.join {
+            JoinMode::Shared if program.looping => {
+                (now.saturating_duration_since(program.epoch).as_nanos() / ptime.as_nanos()) as u64
+            }
+            JoinMode::Resume if program.looping => leg
+                .resume
+                .iter()
+                .find(|(n, _)| *n == program.name)
+                .map_or(0, |(_, pos)| *pos),
+            _ => 0,
+        };
+        let pb = Playback {
+            program,
+            started: now,
+            first_frame,
+            k: 0,
+            sent: 0,
+            seq0: origin.seq,
+            ts0: origin.ts,
+            ssrc,
+            serial,
+        };
+        leg.source = Source::Media(Box::new(pb));
+        self.media_due
+            .push(Reverse((now, key.index, key.generation, serial)));
+        Ok(())
+    }
+
+    /// Puts `key` on hold: it hears `moh`, its own audio reaches no one, and its
+    /// peer hears `peer_hears` (e.g. silence frames) or nothing.
+    pub fn hold(
+        &mut self,
+        now: Instant,
+        key: LegKey,
+        moh: Program,
+        peer_hears: Option<Program>,
+    ) -> Result<(), SessionError> {
+        self.play(now, key, moh)?;
+        let leg = self.leg_mut(key).ok_or(SessionError::UnknownLeg)?;
+        leg.held = true;
+        let peer = leg.peer;
+        // A peer that is itself on hold keeps its music.
+        if let Some(peer) = peer.filter(|p| self.leg(*p).is_some_and(|l| !l.held)) {
+            match peer_hears {
+                Some(p) => self.play(now, peer, p)?,
+                None => self.stop_media(peer, Source::Nothing)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes `key` off hold: it and its peer hear each other again.
+    pub fn unhold(&mut self, key: LegKey) -> Result<(), SessionError> {
+        let leg = self.leg_mut(key).ok_or(SessionError::UnknownLeg)?;
+        leg.held = false;
+        let peer = leg.peer;
+        self.stop_media(key, Source::Peer)?;
+        if let Some(peer) = peer {
+            if self.leg(peer).is_some_and(|p| !p.held) {
+                self.stop_media(peer, Source::Peer)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends any playback on `key`; it then hears `next`.
+    pub fn stop_media(&mut self, key: LegKey, next: Source) -> Result<(), SessionError> {
+        let leg = self.leg_mut(key).ok_or(SessionError::UnknownLeg)?;
+        save_resume(leg);
+        if next.is_peer() && !leg.source.is_peer() {
+            leg.egress.resync = leg.egress.last.is_some();
+            leg.egress.new_ssrc = leg.config.ssrc_per_source;
+        }
+        leg.source = next;
+        Ok(())
+    }
+
+    /// The next pre-encoded packet for the io layer to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// Sends every media packet due by `now`.
+    fn run_media(&mut self, now: Instant) {
+        while let Some(&Reverse((due, index, generation, serial))) = self.media_due.peek() {
+            if due > now {
+                break;
+            }
+            self.media_due.pop();
+            let key = LegKey::from_parts(index, generation);
+            self.media_tick(now, key, serial);
+        }
+    }
+
+    fn media_tick(&mut self, now: Instant, key: LegKey, serial: u32) {
+        // Borrow the slot table alone, so events and transmits stay reachable.
+        let Some(leg) = self
+            .slots
+            .get_mut(key.index as usize)
+            .filter(|s| s.generation == key.generation)
+            .and_then(|s| s.leg.as_mut())
+        else {
+            return;
+        };
+        let Source::Media(pb) = &mut leg.source else {
+            return;
+        };
+        if pb.serial != serial {
+            return; // superseded by a newer playback
+        }
+        let ptime = pb.program.frames.ptime().max(Duration::from_millis(1));
+        // A worker late by more than a packet time skips the missed packets:
+        // timestamps keep following the clock, sequence numbers stay gapless.
+        let behind =
+            (now.saturating_duration_since(pb.started).as_nanos() / ptime.as_nanos()) as u64;
+        if behind > pb.k + 1 {
+            pb.k = behind;
+        }
+        let Some(index) = pb.frame_index() else {
+            let name = pb.program.name.clone();
+            let then = pb.program.then.clone();
+            let event = SessionEvent::PlaybackDone {
+                leg: key,
+                call: leg.config.call.clone(),
+                name: leg.config.name.clone(),
+                program: name,
+            };
+            self.events.push_back(event);
+            let _ = match then {
+                After::Moh(p) => self.play(now, key, *p),
+                After::Live => self.stop_media(key, Source::Peer),
+                After::Nothing => self.stop_media(key, Source::Nothing),
+            };
+            return;
+        };
+        let header = pb.header();
+        let payload = pb.program.frames.frame(index);
+        let due = pb.due();
+        pb.sent += 1;
+        pb.k += 1;
+        let next_due = pb.due();
+        let last = LastSent {
+            seq: u16::from_be_bytes([header[2], header[3]]),
+            ts: u32::from_be_bytes([header[4], header[5], header[6], header[7]]),
+            ssrc: u32::from_be_bytes([header[8], header[9], header[10], header[11]]),
+            pt: header[1] & 0x7f,
+            at: due,
+        };
+        leg.egress.last = Some(last);
+        if let Some(to) = leg.rtp_destination() {
+            leg.counters.media_out += 1;
+            leg.counters.rtp_out += 1;
+            self.transmits.push_back(Transmit {
+                leg: key,
+                to,
+                connected: leg.rtp_connected,
+                header,
+                payload,
+            });
+        }
+        self.media_due
+            .push(Reverse((next_due, key.index, key.generation, serial)));
+    }
+}
+
+/// The DTMF event a held leg's packet ends, if any (each event reported once).
+fn held_dtmf(key: LegKey, leg: &mut Leg, header: &RtpHeader, buf: &[u8]) -> Option<SessionEvent> {
+    if leg.dtmf_pt() != Some(header.payload_type) {
+        return None;
+    }
+    let payload = buf.get(header.payload_offset..)?;
+    let ev = rtp::dtmf::TelephoneEvent::parse(payload).ok()?;
+    if !ev.end || leg.last_dtmf == Some(header.timestamp) {
+        return None;
+    }
+    leg.last_dtmf = Some(header.timestamp);
+    let rate = leg.dtmf_rate().unwrap_or(8000).max(1);
+    Some(SessionEvent::Dtmf {
+        leg: key,
+        call: leg.config.call.clone(),
+        name: leg.config.name.clone(),
+        digit: ev.digit()?,
+        duration_ms: ev.duration as u32 * 1000 / rate,
+    })
+}
+
+/// Remembers a `Resume` class's position when its playback ends.
+fn save_resume(leg: &mut Leg) {
+    let Source::Media(pb) = &leg.source else {
+        return;
+    };
+    if pb.program.join != JoinMode::Resume || !pb.program.looping {
+        return;
+    }
+    let pos = pb.position();
+    let name = &pb.program.name;
+    match leg.resume.iter_mut().find(|(n, _)| n == name) {
+        Some(entry) => entry.1 = pos,
+        None => leg.resume.push((name.clone(), pos)),
     }
 }
 
@@ -737,6 +1090,7 @@ mod tests {
             media_timeout: Duration::from_secs(10),
             silent_timeout: Duration::from_secs(60),
             silent: false,
+            ssrc_per_source: false,
         }
     }
 

@@ -1,7 +1,11 @@
 //! The epoll backend: level-triggered readiness, `recvmmsg` per ready socket,
 //! an immediate `send`/`sendto` per relayed datagram from the receive buffer.
 
-use super::{sockaddr_to_std, send_now, BackendStats, Egress, PacketIo, Token, Waker, RECV_BUF_SIZE};
+use super::{
+    send_now, sendmsg_now, sockaddr_to_std, BackendStats, Egress, PacketIo, Token, Waker,
+    RECV_BUF_SIZE,
+};
+use bytes::Bytes;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -156,7 +160,9 @@ impl PacketIo for Epoll {
             tv_sec: d.as_secs().min(i32::MAX as u64) as libc::time_t,
             tv_nsec: d.subsec_nanos() as libc::c_long,
         });
-        let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        let tsp = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
         // SAFETY: events buffer is valid for EVENTS entries; tsp is null or valid.
         let n = unsafe {
             libc::epoll_pwait2(
@@ -190,8 +196,13 @@ impl PacketIo for Epoll {
         Ok(())
     }
 
+    fn send_media(&mut self, fd: RawFd, to: Option<SocketAddr>, header: [u8; 12], payload: Bytes) {
+        if !sendmsg_now(fd, to.as_ref(), &header, &payload) {
+            self.stats.send_errors += 1;
+        }
+    }
+
     fn stats(&self) -> BackendStats {
         self.stats
     }
 }
-

@@ -7,6 +7,7 @@
 pub mod epoll;
 pub mod uring;
 
+use bytes::Bytes;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -122,8 +123,41 @@ pub trait PacketIo {
         timeout: Option<Duration>,
         on_packet: &mut dyn FnMut(Token, SocketAddr, &mut [u8]) -> Egress,
     ) -> io::Result<()>;
+    /// Sends a pre-encoded packet: its own header, then a frame shared with
+    /// other listeners (kept alive until the kernel has it).
+    fn send_media(&mut self, fd: RawFd, to: Option<SocketAddr>, header: [u8; 12], payload: Bytes);
     /// Counters.
     fn stats(&self) -> BackendStats;
+}
+
+/// Sends header + payload with one `sendmsg` (two iovecs, no copy into one buffer).
+pub(crate) fn sendmsg_now(
+    fd: RawFd,
+    to: Option<&SocketAddr>,
+    header: &[u8],
+    payload: &[u8],
+) -> bool {
+    let mut iov = [
+        libc::iovec {
+            iov_base: header.as_ptr() as *mut libc::c_void,
+            iov_len: header.len(),
+        },
+        libc::iovec {
+            iov_base: payload.as_ptr() as *mut libc::c_void,
+            iov_len: payload.len(),
+        },
+    ];
+    // SAFETY: zeroed msghdr/sockaddr_storage are valid values.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    if let Some(addr) = to {
+        msg.msg_namelen = std_to_sockaddr(addr, &mut ss);
+        msg.msg_name = (&mut ss as *mut libc::sockaddr_storage).cast();
+    }
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = 2;
+    // SAFETY: msg points at live locals for the duration of the call.
+    unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) >= 0 }
 }
 
 /// Size of one receive buffer: larger than any RTP packet on an Ethernet path.

@@ -3,7 +3,10 @@
 //! buffer, and one `io_uring_enter` per loop turn that both submits the turn's
 //! sends and waits for the next datagrams.
 
-use super::{sockaddr_to_std, std_to_sockaddr, BackendStats, Egress, PacketIo, Token, Waker, RECV_BUF_SIZE};
+use super::{
+    sockaddr_to_std, std_to_sockaddr, BackendStats, Egress, PacketIo, Token, Waker, RECV_BUF_SIZE,
+};
+use bytes::Bytes;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::io;
 use std::net::SocketAddr;
@@ -18,6 +21,12 @@ const OP_RECV: u64 = 1;
 const OP_SEND: u64 = 2;
 const OP_WAKE: u64 = 3;
 const OP_CANCEL: u64 = 4;
+const OP_MEDIA: u64 = 5;
+/// Registered file table size.
+const FIXED_SLOTS: u32 = 65536;
+/// Past this many queued sends, submit them before waiting, so their buffers
+/// return to the ring before the kernel receives the next burst into it.
+const EARLY_SUBMIT: usize = 64;
 /// Buffer group id of the provided-buffer ring.
 const BGID: u16 = 7;
 /// Bytes of each buffer reserved for the source address in a recvmsg result.
@@ -32,6 +41,16 @@ struct SendMeta {
     hdr: libc::msghdr,
     iov: libc::iovec,
     addr: libc::sockaddr_storage,
+}
+
+/// A media send in flight: header, shared frame and `sendmsg` arguments, all
+/// kept at a stable address (boxed) until the completion arrives.
+struct MediaSend {
+    header: [u8; 12],
+    payload: Bytes,
+    iov: [libc::iovec; 2],
+    addr: libc::sockaddr_storage,
+    hdr: libc::msghdr,
 }
 
 /// An anonymous, page-aligned mapping freed on drop.
@@ -94,6 +113,14 @@ pub struct Uring {
     cqes: Vec<(u64, i32, u32)>,
     wake_armed: bool,
     stats: BackendStats,
+    /// Registered-file slot of each fd we watch (fds are small integers), so
+    /// SQEs name sockets by fixed slot and the kernel skips an fd lookup.
+    fixed_by_fd: Vec<Option<u32>>,
+    /// Size of the registered file table (0: fixed files unavailable).
+    fixed_slots: u32,
+    /// Media sends in flight, by slot; `media_free` lists the empty slots.
+    media: Vec<Option<Box<MediaSend>>>,
+    media_free: Vec<u32>,
 }
 
 // SAFETY: the raw pointers refer to memory owned by this struct (mappings and
@@ -112,11 +139,7 @@ impl Uring {
             .setup_defer_taskrun()
             .setup_cqsize(entries * 4)
             .build(entries)
-            .or_else(|_| {
-                IoUring::builder()
-                    .setup_cqsize(entries * 4)
-                    .build(entries)
-            })?;
+            .or_else(|_| IoUring::builder().setup_cqsize(entries * 4).build(entries))?;
         let nbufs = u16::try_from(buffers.clamp(64, 32768))
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many buffers"))?;
         let ring_mem = Mapping::new(nbufs as usize * std::mem::size_of::<types::BufRingEntry>())?;
@@ -151,7 +174,21 @@ impl Uring {
             cqes: Vec::with_capacity(1024),
             wake_armed: false,
             stats: BackendStats::default(),
+            media: Vec::new(),
+            media_free: Vec::new(),
+            fixed_by_fd: Vec::new(),
+            fixed_slots: 0,
         };
+        // Two sockets per leg; a table of 64 Ki slots covers 32 Ki legs per worker.
+        // Without it (old kernels) every SQE names its socket by fd instead.
+        if this
+            .ring
+            .submitter()
+            .register_files_sparse(FIXED_SLOTS)
+            .is_ok()
+        {
+            this.fixed_slots = FIXED_SLOTS;
+        }
         for bid in 0..nbufs {
             this.recycle(bid);
         }
@@ -191,7 +228,8 @@ impl Uring {
         // SAFETY: the tail field lives in the first entry of the mapped ring; the
         // kernel reads it with acquire semantics.
         unsafe {
-            let tail = types::BufRingEntry::tail(self.entries()) as *const std::sync::atomic::AtomicU16;
+            let tail =
+                types::BufRingEntry::tail(self.entries()) as *const std::sync::atomic::AtomicU16;
             (*tail).store(self.tail, std::sync::atomic::Ordering::Release);
         }
     }
@@ -219,10 +257,20 @@ impl Uring {
     }
 
     fn arm_recv(&mut self, token: Token, fd: RawFd) -> io::Result<()> {
-        let sqe = opcode::RecvMsgMulti::new(types::Fd(fd), &*self.recv_hdr, BGID)
-            .build()
-            .user_data(user_data(OP_RECV, token.0));
+        let sqe = match self.fixed(fd) {
+            Some(slot) => {
+                opcode::RecvMsgMulti::new(types::Fixed(slot), &*self.recv_hdr, BGID).build()
+            }
+            None => opcode::RecvMsgMulti::new(types::Fd(fd), &*self.recv_hdr, BGID).build(),
+        }
+        .user_data(user_data(OP_RECV, token.0));
         self.push(&sqe)
+    }
+
+    /// The registered-file slot of `fd`, if it has one.
+    #[inline]
+    fn fixed(&self, fd: RawFd) -> Option<u32> {
+        self.fixed_by_fd.get(fd as usize).copied().flatten()
     }
 
     fn slot(token: Token) -> usize {
@@ -233,8 +281,12 @@ impl Uring {
         // SAFETY: off + len <= RECV_BUF_SIZE (checked by the caller).
         let ptr = unsafe { self.buf_ptr(bid).add(off) };
         let ud = user_data(OP_SEND, bid as u64);
+        let fixed = self.fixed(fd);
         let sqe = match to {
-            None => opcode::Send::new(types::Fd(fd), ptr, len as u32).build(),
+            None => match fixed {
+                Some(f) => opcode::Send::new(types::Fixed(f), ptr, len as u32).build(),
+                None => opcode::Send::new(types::Fd(fd), ptr, len as u32).build(),
+            },
             Some(addr) => {
                 let m = &mut self.send_meta[bid as usize];
                 let alen = std_to_sockaddr(&addr, &mut m.addr);
@@ -246,7 +298,10 @@ impl Uring {
                 m.hdr.msg_namelen = alen;
                 m.hdr.msg_iov = &mut m.iov;
                 m.hdr.msg_iovlen = 1;
-                opcode::SendMsg::new(types::Fd(fd), &m.hdr).build()
+                match fixed {
+                    Some(f) => opcode::SendMsg::new(types::Fixed(f), &m.hdr).build(),
+                    None => opcode::SendMsg::new(types::Fd(fd), &m.hdr).build(),
+                }
             }
         }
         .user_data(ud);
@@ -267,7 +322,12 @@ impl Uring {
     ) {
         let token = Token(ud & !OP_MASK);
         let slot = Self::slot(token);
-        let current = self.socks.get(slot).copied().flatten().filter(|(t, _)| *t == token);
+        let current = self
+            .socks
+            .get(slot)
+            .copied()
+            .flatten()
+            .filter(|(t, _)| *t == token);
         let bid = cqueue::buffer_select(flags);
         if !cqueue::more(flags) {
             if let Some((t, fd)) = current {
@@ -324,6 +384,49 @@ impl Uring {
             Egress::Drop => self.recycle(bid),
         }
     }
+
+    /// Processes every completion in the queue.
+    fn reap(&mut self, on_packet: &mut dyn FnMut(Token, SocketAddr, &mut [u8]) -> Egress) {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        cqes.clear();
+        cqes.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for &(ud, res, flags) in &cqes {
+            match (ud & OP_MASK) >> OP_SHIFT {
+                OP_RECV => self.on_recv(ud, res, flags, on_packet),
+                OP_SEND => {
+                    if res < 0 {
+                        self.stats.send_errors += 1;
+                    }
+                    let bid = (ud & 0xffff) as u16;
+                    if bid < self.nbufs {
+                        self.recycle(bid);
+                    }
+                }
+                OP_MEDIA => {
+                    if res < 0 {
+                        self.stats.send_errors += 1;
+                    }
+                    let slot = (ud & 0x0fff_ffff) as usize;
+                    if let Some(m) = self.media.get_mut(slot).and_then(Option::take) {
+                        drop(m);
+                        self.media_free.push(slot as u32);
+                    }
+                }
+                OP_WAKE => {
+                    self.waker.drain();
+                    if !cqueue::more(flags) {
+                        self.wake_armed = false;
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.cqes = cqes;
+    }
 }
 
 impl PacketIo for Uring {
@@ -337,13 +440,29 @@ impl PacketIo for Uring {
             self.socks.resize(slot + 1, None);
         }
         self.socks[slot] = Some((token, fd));
+        if (slot as u32) < self.fixed_slots
+            && self
+                .ring
+                .submitter()
+                .register_files_update(slot as u32, &[fd])
+                .is_ok()
+        {
+            if self.fixed_by_fd.len() <= fd as usize {
+                self.fixed_by_fd.resize(fd as usize + 1, None);
+            }
+            self.fixed_by_fd[fd as usize] = Some(slot as u32);
+        }
         self.arm_recv(token, fd)
     }
 
-    fn deregister(&mut self, token: Token, _fd: RawFd) {
+    fn deregister(&mut self, token: Token, fd: RawFd) {
         let slot = Self::slot(token);
         if let Some(s) = self.socks.get_mut(slot) {
             *s = None;
+        }
+        if let Some(f) = self.fixed_by_fd.get_mut(fd as usize).and_then(Option::take) {
+            // In-flight requests hold their own reference; the slot can go now.
+            let _ = self.ring.submitter().register_files_update(f, &[-1]);
         }
         self.rearm.retain(|(t, _)| *t != token);
         let sqe = opcode::AsyncCancel::new(user_data(OP_RECV, token.0))
@@ -382,40 +501,72 @@ impl PacketIo for Uring {
         };
         match result {
             Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) => {}
             Err(e) => return Err(e),
         }
-        let mut cqes = std::mem::take(&mut self.cqes);
-        cqes.clear();
-        cqes.extend(
-            self.ring
-                .completion()
-                .map(|c| (c.user_data(), c.result(), c.flags())),
-        );
-        for &(ud, res, flags) in &cqes {
-            match (ud & OP_MASK) >> OP_SHIFT {
-                OP_RECV => self.on_recv(ud, res, flags, on_packet),
-                OP_SEND => {
-                    if res < 0 {
-                        self.stats.send_errors += 1;
-                    }
-                    let bid = (ud & 0xffff) as u16;
-                    if bid < self.nbufs {
-                        self.recycle(bid);
-                    }
-                }
-                OP_WAKE => {
-                    self.waker.drain();
-                    if !cqueue::more(flags) {
-                        self.wake_armed = false;
-                    }
-                }
-                _ => {}
-            }
+        self.reap(on_packet);
+        // A burst leaves many sends queued, each holding a receive buffer: hand
+        // them to the kernel now (they complete inline) and recycle their buffers,
+        // rather than at the next enter, whose receives need those buffers.
+        while self.queued_sends > EARLY_SUBMIT {
+            self.queued_sends = 0;
+            self.ring.submit()?;
+            self.reap(on_packet);
         }
-        self.cqes = cqes;
         self.publish();
         Ok(())
+    }
+
+    fn send_media(&mut self, fd: RawFd, to: Option<SocketAddr>, header: [u8; 12], payload: Bytes) {
+        let slot = match self.media_free.pop() {
+            Some(s) => s as usize,
+            None => {
+                self.media.push(None);
+                self.media.len() - 1
+            }
+        };
+        // SAFETY: all-zero is a valid value for these C structs.
+        let mut m = Box::new(MediaSend {
+            header,
+            payload,
+            iov: unsafe { std::mem::zeroed() },
+            addr: unsafe { std::mem::zeroed() },
+            hdr: unsafe { std::mem::zeroed() },
+        });
+        m.iov = [
+            libc::iovec {
+                iov_base: m.header.as_mut_ptr().cast(),
+                iov_len: 12,
+            },
+            libc::iovec {
+                iov_base: m.payload.as_ptr() as *mut libc::c_void,
+                iov_len: m.payload.len(),
+            },
+        ];
+        if let Some(addr) = to {
+            m.hdr.msg_namelen = std_to_sockaddr(&addr, &mut m.addr);
+            m.hdr.msg_name = (&mut m.addr as *mut libc::sockaddr_storage).cast();
+        }
+        m.hdr.msg_iov = m.iov.as_mut_ptr();
+        m.hdr.msg_iovlen = 2;
+        let sqe = match self.fixed(fd) {
+            Some(f) => opcode::SendMsg::new(types::Fixed(f), &m.hdr).build(),
+            None => opcode::SendMsg::new(types::Fd(fd), &m.hdr).build(),
+        }
+        .user_data(user_data(OP_MEDIA, slot as u64));
+        // The box is stored before the kernel sees the SQE; its heap address is stable.
+        self.media[slot] = Some(m);
+        if self.push(&sqe).is_err() {
+            self.stats.send_errors += 1;
+            self.media[slot] = None;
+            self.media_free.push(slot as u32);
+        } else {
+            self.queued_sends += 1;
+        }
     }
 
     fn stats(&self) -> BackendStats {
