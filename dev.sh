@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # System packages the build and the tests need, by Debian package name.
-PACKAGES=(pkg-config libopus-dev)
+# sox: the independent resampler tests/moh-audio.rs compares music on hold against.
+PACKAGES=(pkg-config libopus-dev sox)
 
 ensure_packages() {
     local missing=()

@@ -123,10 +123,7 @@ fn media(action: MediaAction) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::new()
-        .parse_filters(&config.log_level)
-        .format_target(false)
-        .init();
+    init_logging(&config.log_level);
     let library = rtpark::media::library::Library::load(&config.media);
     if encode {
         let started = std::time::Instant::now();
@@ -168,6 +165,16 @@ fn media(action: MediaAction) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Logs to stderr at `level`; the audio decoder's own messages are silenced
+/// because rtpark reports every media problem itself, naming the file.
+fn init_logging(level: &str) {
+    env_logger::Builder::new()
+        .parse_filters(level)
+        .filter_module("symphonia", log::LevelFilter::Off)
+        .format_target(false)
+        .init();
+}
+
 fn run(args: RunArgs) -> ExitCode {
     let config = match Config::load(&args.overrides()) {
         Ok(c) => c,
@@ -176,10 +183,7 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::new()
-        .parse_filters(&config.log_level)
-        .format_target(false)
-        .init();
+    init_logging(&config.log_level);
     log::info!("rtpark {} starting", env!("CARGO_PKG_VERSION"));
     match rtpark::io::run(config) {
         Ok(()) => ExitCode::SUCCESS,

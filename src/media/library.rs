@@ -20,6 +20,9 @@ mod embedded {
     include!(concat!(env!("OUT_DIR"), "/embedded_media.rs"));
 }
 
+/// Bumped whenever an encoder's output changes, so stale cache files are not used.
+pub const ENCODER_VERSION: u32 = 1;
+
 /// Packet times every codec is encoded at.
 pub const PTIMES: [u32; 4] = [10, 20, 30, 40];
 
@@ -616,7 +619,7 @@ impl Library {
             0
         };
         Some(dir.join(format!(
-            "{key:016x}-{}-{ptime}ms-{bitrate}.frames",
+            "{key:016x}-{}-{ptime}ms-{bitrate}-v{ENCODER_VERSION}.frames",
             codec.name()
         )))
     }

@@ -894,3 +894,570 @@ pub fn run_rtpark(args: &[&str]) -> (ExitStatus, String, String) {
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     (status, read(&out_path), read(&err_path))
 }
+
+// ---------------------------------------------------------------------------
+// Media scenarios: audio files, an encoded-media cache shared by the engines of
+// one build, timestamped recording, paced RTP streams, reference G.711 decoders
+// and a little signal analysis. Used by tests/moh-*.rs and tests/hold-*.rs.
+// ---------------------------------------------------------------------------
+
+impl EngineOptions {
+    /// Sets `--log-level`.
+    pub fn log_level(mut self, level: &str) -> Self {
+        self.log_level = level.to_owned();
+        self
+    }
+}
+
+/// `s` as a TOML basic string, quotes included.
+pub fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\u{:04X}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A path as a TOML string.
+pub fn toml_path(p: &Path) -> String {
+    toml_string(p.to_str().expect("test paths are UTF-8"))
+}
+
+/// The encoded-media cache shared by the engines started by tests against this
+/// build of `rtpark` (under `CARGO_TARGET_TMPDIR`). Only the first engine of a
+/// build encodes the embedded announcements; the others read them from disk.
+/// The directory is named after the binary's size and modification time, so a
+/// rebuilt encoder never plays frames cached by an older one (the cache key
+/// covers the audio and the settings, not the encoder's version).
+pub fn shared_media_cache() -> PathBuf {
+    let meta = std::fs::metadata(RTPARK).expect("stat the rtpark binary");
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("media-cache-{:x}-{mtime:x}", meta.len()));
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
+/// Config lines for a quick start: the shared media cache and
+/// [`quick_classes`]. Top-level keys (dotted), so put them before any
+/// `[table]` header.
+pub fn quick_media(dir: &TempDir) -> String {
+    format!(
+        "cache_dir = {}\n{}",
+        toml_path(&shared_media_cache()),
+        quick_classes(dir)
+    )
+}
+
+/// Config lines replacing the embedded `default` and `calm` classes, whose
+/// minute of music takes seconds to decode and encode in a debug build, by
+/// small generated tones (600 Hz and 800 Hz, 2 s) written into `dir`.
+/// Top-level keys (dotted), so put them before any `[table]` header.
+pub fn quick_classes(dir: &TempDir) -> String {
+    let default = dir.join("default-600hz.wav");
+    let calm = dir.join("calm-800hz.wav");
+    write_wav(&default, 8000, &tone(8000, 2.0, &[(QUICK_DEFAULT_HZ, 0.3)]));
+    write_wav(&calm, 8000, &tone(8000, 2.0, &[(800.0, 0.3)]));
+    format!(
+        "moh.default.files = [{}]\nmoh.calm.files = [{}]\n",
+        toml_path(&default),
+        toml_path(&calm)
+    )
+}
+
+/// The frequency of the `default` class of [`quick_media`].
+pub const QUICK_DEFAULT_HZ: f64 = 600.0;
+
+/// `secs` seconds at `rate` Hz of a sum of sines `(frequency, amplitude)`.
+pub fn tone(rate: u32, secs: f64, parts: &[(f64, f64)]) -> Vec<f32> {
+    let n = (rate as f64 * secs).round() as usize;
+    (0..n)
+        .map(|i| {
+            let t = i as f64 / rate as f64;
+            parts
+                .iter()
+                .map(|&(f, a)| a * (2.0 * std::f64::consts::PI * f * t).sin())
+                .sum::<f64>() as f32
+        })
+        .collect()
+}
+
+/// A RIFF/WAVE file: `fmt ` with the given fields, then a `data` chunk of `data`.
+pub fn wav_bytes(format: u16, channels: u16, rate: u32, bits: u16, data: &[u8]) -> Vec<u8> {
+    let block_align = channels * bits.div_ceil(8);
+    let mut w = Vec::with_capacity(44 + data.len());
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&16u32.to_le_bytes());
+    w.extend_from_slice(&format.to_le_bytes());
+    w.extend_from_slice(&channels.to_le_bytes());
+    w.extend_from_slice(&rate.to_le_bytes());
+    w.extend_from_slice(&(rate.wrapping_mul(block_align as u32)).to_le_bytes());
+    w.extend_from_slice(&block_align.to_le_bytes());
+    w.extend_from_slice(&bits.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    w.extend_from_slice(data);
+    w
+}
+
+/// Writes mono 16-bit PCM WAV at `rate` Hz (samples in [-1, 1], clipped).
+pub fn write_wav(path: &Path, rate: u32, samples: &[f32]) {
+    let data: Vec<u8> = samples
+        .iter()
+        .flat_map(|&s| ((s * 32767.0).round().clamp(-32768.0, 32767.0) as i16).to_le_bytes())
+        .collect();
+    std::fs::write(path, wav_bytes(1, 1, rate, 16, &data))
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+/// G.711 µ-law to linear, after ITU-T G.711 (written here, independently of rtpark).
+pub fn ulaw_to_linear(code: u8) -> i16 {
+    let u = !code;
+    let t = ((((u & 0x0f) as i32) << 3) + 0x84) << ((u & 0x70) >> 4);
+    (if u & 0x80 != 0 { 0x84 - t } else { t - 0x84 }) as i16
+}
+
+/// G.711 A-law to linear, after ITU-T G.711 (written here, independently of rtpark).
+pub fn alaw_to_linear(code: u8) -> i16 {
+    let a = code ^ 0x55;
+    let seg = ((a & 0x70) >> 4) as i32;
+    let mut t = ((a & 0x0f) as i32) << 4;
+    match seg {
+        0 => t += 8,
+        1 => t += 0x108,
+        _ => t = (t + 0x108) << (seg - 1),
+    }
+    (if a & 0x80 != 0 { t } else { -t }) as i16
+}
+
+/// µ-law bytes as samples in [-1, 1].
+pub fn ulaw_samples(codes: &[u8]) -> Vec<f32> {
+    codes
+        .iter()
+        .map(|&c| ulaw_to_linear(c) as f32 / 32768.0)
+        .collect()
+}
+
+/// Power of `freq` in `samples` (Goertzel), normalised by the length.
+pub fn tone_power(samples: &[f32], rate: u32, freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / rate as f64;
+    let coeff = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in samples {
+        let s0 = x as f64 + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let n = samples.len().max(1) as f64;
+    (s1 * s1 + s2 * s2 - coeff * s1 * s2) / (n * n)
+}
+
+/// Which of `freqs` clearly dominates `samples` (at least 10× the power of
+/// every other), if one does.
+pub fn dominant_tone(samples: &[f32], rate: u32, freqs: &[f64]) -> Option<usize> {
+    let p: Vec<f64> = freqs
+        .iter()
+        .map(|&f| tone_power(samples, rate, f))
+        .collect();
+    let (best, &max) = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1))?;
+    let clear = max > 1e-6
+        && p.iter()
+            .enumerate()
+            .all(|(i, &x)| i == best || x * 10.0 < max);
+    clear.then_some(best)
+}
+
+/// A parsed RTP packet (header fields and payload, CSRCs, extension and padding removed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtpView {
+    /// Marker bit.
+    pub marker: bool,
+    /// Payload type.
+    pub pt: u8,
+    /// Sequence number.
+    pub seq: u16,
+    /// Timestamp.
+    pub ts: u32,
+    /// SSRC.
+    pub ssrc: u32,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+/// Parses an RTP packet; `None` if it is not one.
+pub fn parse_rtp(p: &[u8]) -> Option<RtpView> {
+    if p.len() < 12 || p[0] >> 6 != 2 {
+        return None;
+    }
+    let mut off = 12 + 4 * usize::from(p[0] & 0x0f);
+    if p[0] & 0x10 != 0 {
+        let words = u16::from_be_bytes([*p.get(off + 2)?, *p.get(off + 3)?]);
+        off += 4 + 4 * usize::from(words);
+    }
+    let mut end = p.len();
+    if p[0] & 0x20 != 0 {
+        end = end.checked_sub(usize::from(*p.last()?))?;
+    }
+    Some(RtpView {
+        marker: p[1] & 0x80 != 0,
+        pt: p[1] & 0x7f,
+        seq: u16::from_be_bytes([p[2], p[3]]),
+        ts: u32::from_be_bytes([p[4], p[5], p[6], p[7]]),
+        ssrc: u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+        payload: p.get(off..end)?.to_vec(),
+    })
+}
+
+/// Wall-clock time in seconds since the epoch: the clock of kernel receive
+/// timestamps ([`Stamped::at`]).
+pub fn wall_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A datagram with the kernel's receive time.
+#[derive(Debug, Clone)]
+pub struct Stamped {
+    /// The datagram.
+    pub data: Vec<u8>,
+    /// Its source.
+    pub from: SocketAddr,
+    /// When the kernel received it ([`wall_secs`] clock), so a busy test thread
+    /// does not skew arrival times.
+    pub at: f64,
+}
+
+/// Receives one datagram with its kernel timestamp (`SO_TIMESTAMPNS` must be on).
+fn recv_stamped(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<Stamped> {
+    use std::os::fd::AsRawFd;
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: all-zero is a valid sockaddr_storage and msghdr.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut control = [0u64; 16];
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: msg points at live buffers of the sizes it states.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut at = None;
+    // SAFETY: the kernel filled msg_control; the CMSG macros walk it in bounds.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                at = Some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    let from = if i32::from(addr.ss_family) == libc::AF_INET {
+        // SAFETY: the family says the storage holds a sockaddr_in.
+        let sin: libc::sockaddr_in =
+            unsafe { std::ptr::read((&addr as *const libc::sockaddr_storage).cast()) };
+        SocketAddr::from((
+            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+            u16::from_be(sin.sin_port),
+        ))
+    } else {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    };
+    Ok(Stamped {
+        data: buf[..n as usize].to_vec(),
+        from,
+        at: at.unwrap_or_else(wall_secs),
+    })
+}
+
+/// Records every datagram an [`Endpoint`] receives, on a thread of its own,
+/// until [`Recorder::finish`]. Do not receive on the endpoint meanwhile.
+pub struct Recorder {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Stamped>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Recorder {
+    /// Packets recorded so far.
+    pub fn len(&self) -> usize {
+        self.got.lock().map_or(0, |g| g.len())
+    }
+
+    /// Whether nothing was recorded yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A copy of what was recorded so far.
+    pub fn snapshot(&self) -> Vec<Stamped> {
+        self.got.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` until at least `n` packets were recorded.
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.len() < n {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    /// Stops recording and returns every packet, in arrival order.
+    pub fn finish(mut self) -> Vec<Stamped> {
+        self.stop_thread();
+        std::mem::take(&mut *self.got.lock().expect("recorder lock"))
+    }
+
+    fn stop_thread(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+/// One RTP stream a [`Pacer`] sends.
+#[derive(Debug, Clone)]
+pub struct StreamSpec {
+    /// SSRC.
+    pub ssrc: u32,
+    /// Payload type.
+    pub pt: u8,
+    /// First sequence number.
+    pub seq0: u16,
+    /// Timestamp of the first packet.
+    pub ts0: u32,
+    /// RTP clock rate.
+    pub clock_rate: u32,
+    /// Packet interval.
+    pub ptime: Duration,
+    /// Payload length (at least 6).
+    pub payload_len: usize,
+    /// First four payload bytes, to tell this stream's packets from others.
+    pub tag: [u8; 4],
+}
+
+impl StreamSpec {
+    /// A 20 ms PCMU-sized stream (160 bytes at 8 kHz) tagged `tag`.
+    pub fn pcmu(ssrc: u32, tag: [u8; 4]) -> StreamSpec {
+        StreamSpec {
+            ssrc,
+            pt: 0,
+            seq0: (ssrc >> 7) as u16,
+            ts0: ssrc.rotate_left(9),
+            clock_rate: 8000,
+            ptime: Duration::from_millis(20),
+            payload_len: 160,
+            tag,
+        }
+    }
+
+    /// Whether `payload` is one of this stream's.
+    pub fn owns(&self, payload: &[u8]) -> bool {
+        payload.starts_with(&self.tag)
+    }
+}
+
+/// Sends an RTP stream from an [`Endpoint`] every `ptime` on a thread of its own,
+/// like a phone: sequence numbers count up, timestamps follow the time of sending
+/// (so a late test thread does not make the stream jitter), the marker is on the
+/// first packet. [`Pacer::finish`] returns when each packet was sent.
+pub struct Pacer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<(u16, f64)>>>,
+}
+
+impl Pacer {
+    /// Stops the stream; returns (sequence number, [`wall_secs`] when sent) of each packet.
+    pub fn finish(mut self) -> Vec<(u16, f64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .map(|t| t.join().expect("pacer thread"))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Pacer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Endpoint {
+    /// Starts recording what arrives, with kernel receive timestamps.
+    pub fn record(&self) -> Recorder {
+        let sock = self.sock.try_clone().expect("clone endpoint socket");
+        {
+            use std::os::fd::AsRawFd;
+            let on: libc::c_int = 1;
+            // SAFETY: setsockopt with a live fd and an int option value.
+            let rc = unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_TIMESTAMPNS,
+                    (&on as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0, "SO_TIMESTAMPNS: {}", std::io::Error::last_os_error());
+        }
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("set read timeout");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, got) = (stop.clone(), got.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    match recv_stamped(&sock, &mut buf) {
+                        Ok(s) => got.lock().expect("recorder lock").push(s),
+                        Err(e)
+                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(e) => panic!("recording endpoint failed: {e}"),
+                    }
+                }
+                // Whatever is still queued arrived before the stop.
+                let _ = sock.set_nonblocking(true);
+                while let Ok(s) = recv_stamped(&sock, &mut buf) {
+                    got.lock().expect("recorder lock").push(s);
+                }
+            })
+        };
+        Recorder {
+            stop,
+            got,
+            thread: Some(thread),
+        }
+    }
+
+    /// Starts sending `spec`'s stream to `port` on 127.0.0.1.
+    pub fn pace(&self, port: u16, spec: StreamSpec) -> Pacer {
+        assert!(
+            spec.payload_len >= 6,
+            "payload holds tag and sequence number"
+        );
+        let sock = self.sock.try_clone().expect("clone endpoint socket");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut sent = Vec::new();
+                let start = Instant::now();
+                let mut k: u32 = 0;
+                let mut seq = spec.seq0;
+                while !stop.load(Ordering::Relaxed) {
+                    let now = Instant::now();
+                    let elapsed = now - start;
+                    let ts = spec.ts0.wrapping_add(
+                        (elapsed.as_secs_f64() * spec.clock_rate as f64).round() as u32,
+                    );
+                    let mut body = vec![0x55u8; spec.payload_len];
+                    body[..4].copy_from_slice(&spec.tag);
+                    body[4..6].copy_from_slice(&seq.to_be_bytes());
+                    let packet = rtp_with(
+                        seq,
+                        ts,
+                        spec.ssrc,
+                        spec.pt,
+                        &body,
+                        &RtpOpts {
+                            marker: k == 0,
+                            ..RtpOpts::default()
+                        },
+                    );
+                    if sock.send_to(&packet, ("127.0.0.1", port)).is_ok() {
+                        sent.push((seq, wall_secs()));
+                    }
+                    seq = seq.wrapping_add(1);
+                    // Next packet on the schedule; after a stall, skip to now.
+                    k += 1;
+                    let behind = (start.elapsed().as_nanos() / spec.ptime.as_nanos()) as u32;
+                    k = k.max(behind);
+                    let due = start + spec.ptime * k;
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                sent
+            })
+        };
+        Pacer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// Like [`run_rtpark`], allowing `timeout` instead of 10 s.
+pub fn run_rtpark_within(args: &[&str], timeout: Duration) -> (ExitStatus, String, String) {
+    let dir = TempDir::new();
+    let (out_path, err_path) = (dir.join("stdout"), dir.join("stderr"));
+    let mut child = Command::new(RTPARK)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("create stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("create stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {RTPARK}: {e}"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for rtpark") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`rtpark {}` did not finish within {timeout:?}; stderr:\n{}",
+                args.join(" "),
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    (status, read(&out_path), read(&err_path))
+}
