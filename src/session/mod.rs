@@ -8,6 +8,7 @@
 //! [`Shard::poll_socket_op`] after every mutation.
 
 mod leg;
+pub mod park;
 pub mod playback;
 mod shard;
 
