@@ -144,6 +144,21 @@ struct FileConfig {
     announcements_dir: Option<String>,
     #[serde(default)]
     moh: std::collections::BTreeMap<String, FileClass>,
+    #[serde(default)]
+    lot: std::collections::BTreeMap<String, FileLot>,
+}
+
+/// One `[lot.NAME]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLot {
+    slots: Option<String>,
+    policy: Option<String>,
+    timeout: Option<u64>,
+    final_timeout: Option<u64>,
+    moh_class: Option<String>,
+    announce_slot: Option<bool>,
+    courtesy_tone: Option<String>,
 }
 
 /// One `[moh.NAME]` table.
@@ -215,6 +230,8 @@ pub struct Config {
     pub hold_peer_silence: bool,
     /// The media library: classes, announcements, cache.
     pub media: crate::media::library::LibraryConfig,
+    /// Parking lots.
+    pub lots: Vec<crate::session::park::LotConfig>,
 }
 
 /// The default directory of the encoded-media cache.
@@ -248,6 +265,7 @@ impl Default for Config {
                 cache_dir: Some(PathBuf::from(DEFAULT_CACHE_DIR)),
                 opus_bitrate: 32000,
             },
+            lots: vec![crate::session::park::LotConfig::default()],
         }
     }
 }
@@ -386,6 +404,11 @@ impl Config {
         if let Some(d) = file.announcements_dir {
             c.media.announcements_dir = Some(PathBuf::from(d));
         }
+        for (name, fl) in file.lot {
+            let lot = parking_lot(&name, fl)?;
+            c.lots.retain(|l| l.name != name);
+            c.lots.push(lot);
+        }
         for (name, fc) in file.moh {
             let class = media_class(&name, fc)?;
             c.media.classes.retain(|k| k.name != name);
@@ -406,6 +429,68 @@ impl Config {
     pub fn first_rtp_port(&self) -> u16 {
         self.port_min + (self.port_min & 1)
     }
+}
+
+fn parking_lot(name: &str, fl: FileLot) -> Result<crate::session::park::LotConfig, ConfigError> {
+    use crate::session::park::{CourtesyTone, LotConfig, SlotPolicy};
+    let mut lot = LotConfig {
+        name: name.to_owned(),
+        ..LotConfig::default()
+    };
+    if let Some(range) = fl.slots {
+        let parsed = range.split_once('-').and_then(|(a, b)| {
+            Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?))
+        });
+        let Some((a, b)) = parsed else {
+            return Err(ConfigError::Invalid {
+                key: "lot.<name>.slots",
+                problem: format!("lot `{name}`: `{range}` is not a range like \"701-720\""),
+            });
+        };
+        lot.slots = a..=b;
+    }
+    lot.policy = match fl.policy.as_deref() {
+        None | Some("lowest_free") => SlotPolicy::LowestFree,
+        Some("next_after_last") => SlotPolicy::NextAfterLast,
+        Some("random") => SlotPolicy::Random,
+        Some(p) => {
+            return Err(ConfigError::Invalid {
+                key: "lot.<name>.policy",
+                problem: format!(
+                    "lot `{name}`: `{p}` is not lowest_free, next_after_last or random"
+                ),
+            })
+        }
+    };
+    if let Some(t) = fl.timeout {
+        lot.timeout = Duration::from_secs(t);
+    }
+    if let Some(t) = fl.final_timeout {
+        lot.final_timeout = Duration::from_secs(t);
+    }
+    if let Some(m) = fl.moh_class {
+        lot.moh_class = m;
+    }
+    if let Some(a) = fl.announce_slot {
+        lot.announce_slot = a;
+    }
+    lot.courtesy_tone = match fl.courtesy_tone.as_deref() {
+        None | Some("none") => CourtesyTone::None,
+        Some("parked") => CourtesyTone::Parked,
+        Some("retriever") => CourtesyTone::Retriever,
+        Some("both") => CourtesyTone::Both,
+        Some(t) => {
+            return Err(ConfigError::Invalid {
+                key: "lot.<name>.courtesy_tone",
+                problem: format!("lot `{name}`: `{t}` is not none, parked, retriever or both"),
+            })
+        }
+    };
+    lot.validate().map_err(|e| ConfigError::Invalid {
+        key: "lot.<name>",
+        problem: e.to_string(),
+    })?;
+    Ok(lot)
 }
 
 fn media_class(

@@ -165,6 +165,7 @@ fn every_command_has_a_valid_case() {
                 format!(r#"{{"cmd":"{name}","leg":"l"}}"#)
             }
             "play" => r#"{"cmd":"play","leg":"l","announcement":"please-hold"}"#.to_owned(),
+            "park" | "retrieve" => format!(r#"{{"cmd":"{name}","leg":"l"}}"#),
             "bridge" => r#"{"cmd":"bridge","a":"x","b":"y"}"#.to_owned(),
             "delete_call" | "query_call" => format!(r#"{{"cmd":"{name}","call":"c"}}"#),
             _ => format!(r#"{{"cmd":"{name}"}}"#),
@@ -251,8 +252,8 @@ fn unknown_commands() {
         "Ping",
         "",
         "create-leg",
-        "retrieve",
-        "park",
+        "unpark",
+        "Park",
     ] {
         let line = format!(r#"{{"id":"u","cmd":"{cmd}"}}"#);
         let (id, e) = parse_request(&line).unwrap_err();
@@ -674,6 +675,10 @@ fn every_error_code_formats_its_wire_name() {
         (PortsExhausted, "ports_exhausted"),
         (InvalidState, "invalid_state"),
         (UnknownMedia, "unknown_media"),
+        (UnknownLot, "unknown_lot"),
+        (SlotTaken, "slot_taken"),
+        (LotFull, "lot_full"),
+        (SlotEmpty, "slot_empty"),
         (Internal, "internal"),
     ];
     for (code, name) in codes {

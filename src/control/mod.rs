@@ -82,6 +82,31 @@ pub enum Command {
     },
     /// List MOH classes and announcements.
     ListMedia,
+    /// Park a leg in a lot: it leaves its bridge and hears the lot's MOH.
+    Park {
+        /// The leg to park.
+        leg: String,
+        /// The lot; `default` when absent.
+        lot: Option<String>,
+        /// A specific slot; the lot's policy picks one when absent.
+        slot: Option<u32>,
+        /// The leg that parked it (hears the slot number; named in events);
+        /// its former peer when absent.
+        parker: Option<String>,
+    },
+    /// Bridge a leg to a parked call (by slot, or the lot's longest waiting).
+    Retrieve {
+        /// The retrieving leg.
+        leg: String,
+        /// The lot; `default` when absent.
+        lot: Option<String>,
+        /// The slot; the longest-waiting call when absent.
+        slot: Option<u32>,
+    },
+    /// List parked calls.
+    ListParked,
+    /// List parking lots.
+    ListLots,
 }
 
 /// What the peer of a held leg hears.
@@ -194,6 +219,14 @@ pub enum ErrorCode {
     InvalidState,
     /// No MOH class or announcement has that name.
     UnknownMedia,
+    /// No parking lot has that name.
+    UnknownLot,
+    /// The requested parking slot is taken.
+    SlotTaken,
+    /// Every slot of the lot is taken.
+    LotFull,
+    /// Nothing is parked there (or it was already retrieved or released).
+    SlotEmpty,
     /// The engine failed internally (a bug or a resource problem); see the log.
     Internal,
 }
@@ -212,6 +245,10 @@ impl ErrorCode {
             ErrorCode::PortsExhausted => "ports_exhausted",
             ErrorCode::InvalidState => "invalid_state",
             ErrorCode::UnknownMedia => "unknown_media",
+            ErrorCode::UnknownLot => "unknown_lot",
+            ErrorCode::SlotTaken => "slot_taken",
+            ErrorCode::LotFull => "lot_full",
+            ErrorCode::SlotEmpty => "slot_empty",
             ErrorCode::Internal => "internal",
         }
     }
@@ -245,6 +282,34 @@ pub enum Reply {
     },
     /// Engine counters.
     Stats(Stats),
+    /// A leg was parked.
+    Parked {
+        /// The lot.
+        lot: String,
+        /// The slot.
+        slot: u32,
+    },
+    /// A parked call was retrieved.
+    Retrieved {
+        /// The lot.
+        lot: String,
+        /// The slot.
+        slot: u32,
+        /// The parked call.
+        call: String,
+        /// The parked leg, now bridged to the retriever.
+        parked_leg: String,
+    },
+    /// Parked calls.
+    ParkedList {
+        /// The parked calls.
+        parked: Vec<crate::session::park::ParkedInfo>,
+    },
+    /// Parking lots.
+    Lots {
+        /// The lots.
+        lots: Vec<crate::session::park::LotInfo>,
+    },
     /// The media library.
     Media {
         /// Classes and announcements.
@@ -360,6 +425,95 @@ pub enum Event {
         digit: char,
         /// How long it was pressed, in milliseconds.
         duration_ms: u32,
+    },
+    /// A leg was parked (Asterisk ParkedCall, FreeSWITCH valet_info "hold").
+    Parked {
+        /// The lot.
+        lot: String,
+        /// The slot.
+        slot: u32,
+        /// The parked call.
+        call: String,
+        /// The parked leg.
+        leg: String,
+        /// Who parked it, if known.
+        parker: Option<String>,
+        /// Seconds until the park timeout.
+        timeout_secs: u64,
+    },
+    /// A parked call was retrieved (Asterisk UnParkedCall, valet_info "bridge").
+    Retrieved {
+        /// The lot.
+        lot: String,
+        /// The slot.
+        slot: u32,
+        /// The parked call.
+        call: String,
+        /// The parked leg.
+        leg: String,
+        /// The leg that retrieved it.
+        by: String,
+        /// Who parked it, if known.
+        parker: Option<String>,
+        /// Seconds it waited.
+        waited_secs: u64,
+    },
+    /// A parked call's time ran out (Asterisk ParkedCallTimeOut); it stays parked
+    /// until the SIP core acts or the final timeout releases it.
+    ParkTimeout {
+        /// The lot.
+        lot: String,
+        /// The slot.
+        slot: u32,
+        /// The parked call.
+        call: String,
+        /// The parked leg.
+        leg: String,
+        /// Who parked it (to call back), if known.
+        parker: Option<String>,
+        /// Seconds it waited.
+        waited_secs: u64,
+    },
+    /// The final timeout released a parked call's slot; the leg hears nothing.
+    ParkReleased {
+        /// The lot.
+        lot: String,
+        /// The slot.
+        slot: u32,
+        /// The call.
+        call: String,
+        /// The leg.
+        leg: String,
+        /// Who parked it, if known.
+        parker: Option<String>,
+        /// Seconds it waited.
+        waited_secs: u64,
+    },
+    /// A parked caller went away (Asterisk ParkedCallGiveUp): deleted or silent.
+    ParkGiveUp {
+        /// The lot.
+        lot: String,
+        /// The slot.
+        slot: u32,
+        /// The call.
+        call: String,
+        /// The leg.
+        leg: String,
+        /// Who parked it, if known.
+        parker: Option<String>,
+        /// `deleted` or `media_timeout`.
+        reason: &'static str,
+        /// Seconds it waited.
+        waited_secs: u64,
+    },
+    /// A slot became busy or free (for BLF lamps).
+    SlotState {
+        /// The lot.
+        lot: String,
+        /// The slot.
+        slot: u32,
+        /// `busy` or `free`.
+        state: &'static str,
     },
     /// A call was deleted (by command or because its last leg went).
     CallDeleted {

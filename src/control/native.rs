@@ -34,10 +34,14 @@ pub const COMMANDS: &[&str] = &[
     "play",
     "stop_play",
     "list_media",
+    "park",
+    "retrieve",
+    "list_parked",
+    "list_lots",
 ];
 
 /// Names that clients may try before the commands exist; they get a hint.
-const LATER_COMMANDS: &[&str] = &["park", "unpark", "retrieve"];
+const LATER_COMMANDS: &[&str] = &["unpark"];
 
 /// One parsed request line: the client's correlation id and the command.
 #[derive(Debug, Clone, PartialEq)]
@@ -270,9 +274,22 @@ fn parse_command(cmd: &str, map: &Map<String, Value>) -> Result<Command, Control
             leg: f.required_name("leg", "the leg's name")?,
         },
         "list_media" => Command::ListMedia,
+        "park" => Command::Park {
+            leg: f.required_name("leg", "the leg's name")?,
+            lot: f.optional_name("lot")?,
+            slot: f.optional_slot("slot")?,
+            parker: f.optional_name("parker")?,
+        },
+        "retrieve" => Command::Retrieve {
+            leg: f.required_name("leg", "the retrieving leg's name")?,
+            lot: f.optional_name("lot")?,
+            slot: f.optional_slot("slot")?,
+        },
+        "list_parked" => Command::ListParked,
+        "list_lots" => Command::ListLots,
         other => {
             let later = if LATER_COMMANDS.contains(&other) {
-                " (park and retrieve arrive in a later protocol version)"
+                " (a parked call leaves its slot by retrieve, delete_leg or the lot's timeouts)"
             } else {
                 ""
             };
@@ -362,6 +379,19 @@ impl Fields<'_> {
                 "{key} must be \"ip:port\" (e.g. \"192.0.2.10:30000\" or \"[2001:db8::1]:30000\"), got {}",
                 describe(v)
             ))),
+        }
+    }
+
+    fn optional_slot(&self, key: &str) -> Result<Option<u32>, ControlError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) => Ok(Some(n)),
+                None => Err(invalid(format!(
+                    "{key} must be a slot number such as 701, got {}",
+                    describe(v)
+                ))),
+            },
         }
     }
 

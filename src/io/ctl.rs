@@ -23,6 +23,8 @@ const STRING_FIELDS: &[&str] = &[
     "remote_rtcp",
     "class",
     "announcement",
+    "lot",
+    "parker",
 ];
 
 /// Exit status: the command succeeded (`"ok":true`).
@@ -391,6 +393,10 @@ COMMANDS ({count})
     play         leg=NAME announcement=NAME [then=live|moh|nothing] [class=NAME]
     stop_play    leg=NAME
     list_media
+    park         leg=NAME [lot=default] [slot=N] [parker=LEG]
+    retrieve     leg=NAME [lot=default] [slot=N]   (no slot: the longest-waiting call)
+    list_parked
+    list_lots
 
 VALUES
     Each value is sent as JSON if it parses as JSON (42, true, [..], {{..}}), else as a
@@ -410,6 +416,8 @@ EXAMPLES
     rtpark ctl --socket /tmp/rtpark.sock query_call call=c1
     rtpark ctl hold leg=c1-a class=calm
     rtpark ctl unhold leg=c1-a
+    rtpark ctl park leg=c1-a
+    rtpark ctl retrieve leg=c2-a slot=701
     rtpark ctl subscribe
 
 Full reference: docs/native-protocol.md

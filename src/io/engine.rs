@@ -12,6 +12,7 @@ use crate::control::{
 use crate::control::{PeerHears, Then};
 use crate::media::library::Library;
 use crate::media::{Codec, MediaError};
+use crate::session::park::{GiveUpReason, ParkError, ParkEvent, ParkingLots};
 use crate::session::{
     After, LatchPolicy, LegConfig, LegKey, LegUpdate, Program, SessionEvent, Source,
 };
@@ -37,6 +38,7 @@ struct LegEntry {
 
 struct Directory {
     ports: PortAllocator,
+    lots: ParkingLots,
     calls: HashMap<String, CallEntry>,
     legs: HashMap<String, LegEntry>,
     legs_per_worker: Vec<usize>,
@@ -52,6 +54,9 @@ pub struct Engine {
     started: Instant,
     backend: &'static str,
     library: Arc<Library>,
+    /// Pokes the park timer thread when a new deadline may be earlier.
+    park_wake: Sender<()>,
+    park_wake_rx: Mutex<Option<crossbeam_channel::Receiver<()>>>,
 }
 
 impl From<WorkerGone> for ControlError {
@@ -83,9 +88,21 @@ impl Engine {
         library: Arc<Library>,
     ) -> Engine {
         let ports = PortAllocator::new(config.interface.bind, config.port_min, config.port_max);
+        // Lots were validated with the configuration; a duplicate is dropped with a log line.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        let mut lots = ParkingLots::new(seed);
+        for lot in &config.lots {
+            if let Err(e) = lots.add_lot(lot.clone()) {
+                log::error!("parking lot {}: {e}", lot.name);
+            }
+        }
+        let (park_wake, park_wake_rx) = crossbeam_channel::bounded(1);
         Engine {
             dir: Mutex::new(Directory {
                 ports,
+                lots,
                 calls: HashMap::new(),
                 legs: HashMap::new(),
                 legs_per_worker: vec![0; workers.len()],
@@ -97,6 +114,8 @@ impl Engine {
             started: Instant::now(),
             backend,
             library,
+            park_wake,
+            park_wake_rx: Mutex::new(Some(park_wake_rx)),
         }
     }
 
@@ -117,6 +136,16 @@ impl Engine {
                 call, name, after, ..
             } => {
                 log::info!("call {call} leg {name}: no RTP for {}s", after.as_secs());
+                let mut dir = lock(&self.dir);
+                if let Some(p) =
+                    dir.lots
+                        .remove_leg(Instant::now(), &name, GiveUpReason::MediaTimeout)
+                {
+                    // A parked caller who went silent has hung up: stop the music.
+                    self.silence_leg(&dir, &p.leg);
+                    self.publish_park_events(&mut dir, None);
+                }
+                drop(dir);
                 self.publish(Event::MediaTimeout {
                     call,
                     leg: name,
@@ -240,10 +269,290 @@ impl Engine {
                 announcement,
                 then,
                 class,
-            } => self.play(&leg, &announcement, then, class.as_deref()),
+            } => self.play(
+                &lock(&self.dir),
+                &leg,
+                &announcement,
+                then,
+                class.as_deref(),
+            ),
             Command::ListMedia => Ok(Reply::Media {
                 media: self.library.list(),
             }),
+            Command::Park {
+                leg,
+                lot,
+                slot,
+                parker,
+            } => self.park(&leg, lot.as_deref().unwrap_or("default"), slot, parker),
+            Command::Retrieve { leg, lot, slot } => {
+                self.retrieve(&leg, lot.as_deref().unwrap_or("default"), slot)
+            }
+            Command::ListParked => Ok(Reply::ParkedList {
+                parked: lock(&self.dir).lots.parked(Instant::now()),
+            }),
+            Command::ListLots => Ok(Reply::Lots {
+                lots: lock(&self.dir).lots.lots(),
+            }),
+        }
+    }
+
+    fn park(
+        &self,
+        leg: &str,
+        lot: &str,
+        slot: Option<u32>,
+        parker: Option<String>,
+    ) -> Result<Reply, ControlError> {
+        let mut dir = lock(&self.dir);
+        let lot_cfg = dir.lots.lot(lot).cloned().ok_or_else(|| {
+            ControlError::new(
+                ErrorCode::UnknownLot,
+                format!("no parking lot `{lot}`; list_lots shows the lots"),
+            )
+        })?;
+        let (w, key) = leg_of(&dir, leg)?;
+        let call = dir
+            .legs
+            .get(leg)
+            .map(|e| e.call.clone())
+            .unwrap_or_default();
+        let (fmt, _) = self.media_format(&dir, leg)?;
+        let program = self.moh_program(&lot_cfg.moh_class, fmt)?;
+        let former_peer = self.workers[w].call(move |ctx| {
+            let peer = ctx.shard.leg(key)?.peer?;
+            Some(ctx.shard.leg(peer)?.config.name.clone())
+        })?;
+        let parker = parker.or(former_peer);
+        let now = Instant::now();
+        let slot = dir
+            .lots
+            .park(now, lot, slot, &call, leg, parker.clone())
+            .map_err(park_error)?;
+        // The parked leg leaves its bridge (freeing its peer) and hears the lot's MOH.
+        let moved = self.workers[w].call(move |ctx| {
+            ctx.shard.unbridge(key)?;
+            ctx.shard.hold(Instant::now(), key, program, None)
+        })?;
+        if let Err(e) = moved {
+            dir.lots.remove_leg(now, leg, GiveUpReason::Deleted);
+            return Err(ControlError::new(ErrorCode::InvalidState, e.to_string()));
+        }
+        if lot_cfg.announce_slot {
+            if let Some(p) = parker.as_deref().filter(|p| dir.legs.contains_key(*p)) {
+                if let Err(e) = self.announce_slot(&dir, p, slot) {
+                    log::warn!("cannot announce slot {slot} to {p}: {}", e.message);
+                }
+            }
+        }
+        self.publish_park_events(&mut dir, None);
+        let _ = self.park_wake.try_send(());
+        Ok(Reply::Parked {
+            lot: lot.to_owned(),
+            slot,
+        })
+    }
+
+    /// Speaks "you have been parked on slot" and the slot's digits to `leg`.
+    fn announce_slot(&self, dir: &Directory, leg: &str, slot: u32) -> Result<(), ControlError> {
+        let (w, key) = leg_of(dir, leg)?;
+        let (fmt, _) = self.media_format(dir, leg)?;
+        let mut names: Vec<String> = vec!["parked-on-slot".into()];
+        names.extend(slot.to_string().chars().map(|d| format!("digit-{d}")));
+        let mut then = After::Nothing;
+        for name in names.iter().rev() {
+            let frames = self
+                .library
+                .announcement(name, fmt.codec, fmt.ptime)
+                .map_err(media_error)?;
+            then = After::Play(Box::new(Program {
+                name: name.clone(),
+                frames,
+                pt: fmt.pt,
+                join: crate::media::JoinMode::FromStart,
+                epoch: self.started,
+                looping: false,
+                then,
+            }));
+        }
+        let After::Play(first) = then else {
+            return Ok(());
+        };
+        self.workers[w]
+            .call(move |ctx| ctx.shard.play(Instant::now(), key, *first))?
+            .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))
+    }
+
+    fn retrieve(&self, leg: &str, lot: &str, slot: Option<u32>) -> Result<Reply, ControlError> {
+        let mut dir = lock(&self.dir);
+        let lot_cfg = dir.lots.lot(lot).cloned().ok_or_else(|| {
+            ControlError::new(
+                ErrorCode::UnknownLot,
+                format!("no parking lot `{lot}`; list_lots shows the lots"),
+            )
+        })?;
+        leg_of(&dir, leg)?;
+        if let Some(p) = dir.lots.find_leg(leg) {
+            return Err(ControlError::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "leg `{leg}` is itself parked (lot {} slot {}); retrieve with another leg",
+                    p.lot, p.slot
+                ),
+            ));
+        }
+        let parked = dir
+            .lots
+            .retrieve(Instant::now(), lot, slot)
+            .map_err(park_error)?;
+        self.publish_park_events(&mut dir, Some(leg));
+        // Bridging ends the parked leg's MOH and continues both streams.
+        self.bridge_locked(&mut dir, leg, &parked.leg)?;
+        let tone = lot_cfg.courtesy_tone;
+        for (who, wanted) in [
+            (&parked.leg[..], tone.to_parked()),
+            (leg, tone.to_retriever()),
+        ] {
+            if wanted {
+                if let Err(e) = self.play(&dir, who, "courtesy-tone", Then::Live, None) {
+                    log::warn!("courtesy tone to {who}: {}", e.message);
+                }
+            }
+        }
+        Ok(Reply::Retrieved {
+            lot: parked.lot,
+            slot: parked.slot,
+            call: parked.call,
+            parked_leg: parked.leg,
+        })
+    }
+
+    /// Stops whatever a leg hears (a released or abandoned parked call).
+    fn silence_leg(&self, dir: &Directory, leg: &str) {
+        if let Ok((w, key)) = leg_of(dir, leg) {
+            let _ = self.workers[w].call(move |ctx| ctx.shard.stop_media(key, Source::Nothing));
+        }
+    }
+
+    /// Publishes the parking lots' pending events (`retriever` names who
+    /// retrieved, for `retrieved` events).
+    fn publish_park_events(&self, dir: &mut Directory, retriever: Option<&str>) {
+        while let Some(ev) = dir.lots.poll_event() {
+            let secs = |d: Duration| d.as_secs();
+            let event = match ev {
+                ParkEvent::Parked {
+                    lot,
+                    slot,
+                    call,
+                    leg,
+                    parker,
+                    timeout_secs,
+                } => Event::Parked {
+                    lot,
+                    slot,
+                    call,
+                    leg,
+                    parker,
+                    timeout_secs,
+                },
+                ParkEvent::Retrieved {
+                    lot,
+                    slot,
+                    call,
+                    leg,
+                    parker,
+                    waited,
+                } => Event::Retrieved {
+                    lot,
+                    slot,
+                    call,
+                    leg,
+                    by: retriever.unwrap_or_default().to_owned(),
+                    parker,
+                    waited_secs: secs(waited),
+                },
+                ParkEvent::Timeout {
+                    lot,
+                    slot,
+                    call,
+                    leg,
+                    parker,
+                    waited,
+                } => Event::ParkTimeout {
+                    lot,
+                    slot,
+                    call,
+                    leg,
+                    parker,
+                    waited_secs: secs(waited),
+                },
+                ParkEvent::Released {
+                    lot,
+                    slot,
+                    call,
+                    leg,
+                    parker,
+                    waited,
+                } => {
+                    self.silence_leg(dir, &leg);
+                    Event::ParkReleased {
+                        lot,
+                        slot,
+                        call,
+                        leg,
+                        parker,
+                        waited_secs: secs(waited),
+                    }
+                }
+                ParkEvent::GiveUp {
+                    lot,
+                    slot,
+                    call,
+                    leg,
+                    parker,
+                    reason,
+                    waited,
+                } => Event::ParkGiveUp {
+                    lot,
+                    slot,
+                    call,
+                    leg,
+                    parker,
+                    reason: reason.as_str(),
+                    waited_secs: secs(waited),
+                },
+                ParkEvent::SlotState { lot, slot, busy } => Event::SlotState {
+                    lot,
+                    slot,
+                    state: if busy { "busy" } else { "free" },
+                },
+            };
+            self.publish(event);
+        }
+    }
+
+    /// Runs park timeouts until the engine goes away: one thread, woken at the
+    /// earliest deadline or when a park may have added an earlier one.
+    pub fn run_park_timer(self: Arc<Self>) {
+        let Some(wake) = lock(&self.park_wake_rx).take() else {
+            return;
+        };
+        loop {
+            let next = {
+                let mut dir = lock(&self.dir);
+                dir.lots.handle_timeout(Instant::now());
+                self.publish_park_events(&mut dir, None);
+                dir.lots.poll_timeout()
+            };
+            let wait = next
+                .map_or(Duration::from_secs(3600), |t| {
+                    t.saturating_duration_since(Instant::now())
+                })
+                .max(Duration::from_millis(1));
+            if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) = wake.recv_timeout(wait)
+            {
+                return;
+            }
         }
     }
 
@@ -341,14 +650,14 @@ impl Engine {
 
     fn play(
         &self,
+        dir: &Directory,
         leg: &str,
         announcement: &str,
         then: Then,
         class: Option<&str>,
     ) -> Result<Reply, ControlError> {
-        let dir = lock(&self.dir);
-        let (w, key) = leg_of(&dir, leg)?;
-        let (fmt, _) = self.media_format(&dir, leg)?;
+        let (w, key) = leg_of(dir, leg)?;
+        let (fmt, _) = self.media_format(dir, leg)?;
         let frames = self
             .library
             .announcement(announcement, fmt.codec, fmt.ptime)
@@ -356,7 +665,7 @@ impl Engine {
         let then = match then {
             Then::Live => After::Live,
             Then::Nothing => After::Nothing,
-            Then::Moh => After::Moh(Box::new(self.moh_program(class.unwrap_or("default"), fmt)?)),
+            Then::Moh => After::Play(Box::new(self.moh_program(class.unwrap_or("default"), fmt)?)),
         };
         let program = Program {
             name: announcement.to_owned(),
@@ -509,8 +818,21 @@ impl Engine {
 
     fn bridge(&self, a: &str, b: &str) -> Result<Reply, ControlError> {
         let mut dir = lock(&self.dir);
-        let (wa, ka) = leg_of(&dir, a)?;
-        let (wb, _) = leg_of(&dir, b)?;
+        if let Some(p) = dir.lots.find_leg(a).or_else(|| dir.lots.find_leg(b)) {
+            return Err(ControlError::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "leg `{}` is parked in lot {} slot {}; use retrieve to bridge to it",
+                    p.leg, p.lot, p.slot
+                ),
+            ));
+        }
+        self.bridge_locked(&mut dir, a, b)
+    }
+
+    fn bridge_locked(&self, dir: &mut Directory, a: &str, b: &str) -> Result<Reply, ControlError> {
+        let (wa, ka) = leg_of(dir, a)?;
+        let (wb, _) = leg_of(dir, b)?;
         if a == b {
             return Err(ControlError::new(
                 ErrorCode::InvalidState,
@@ -518,9 +840,9 @@ impl Engine {
             ));
         }
         if wa != wb {
-            self.move_leg(&mut dir, b, wa)?;
+            self.move_leg(dir, b, wa)?;
         }
-        let (_, kb) = leg_of(&dir, b)?;
+        let (_, kb) = leg_of(dir, b)?;
         self.workers[wa]
             .call(move |ctx| ctx.shard.bridge(ka, kb))?
             .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
@@ -570,6 +892,13 @@ impl Engine {
     /// Removes a leg from its worker and the directory (not from its call entry).
     fn remove_leg(&self, dir: &mut Directory, name: &str) -> Result<(), ControlError> {
         let entry = dir.legs.remove(name).ok_or_else(|| unknown_leg(name))?;
+        if dir
+            .lots
+            .remove_leg(Instant::now(), name, GiveUpReason::Deleted)
+            .is_some()
+        {
+            self.publish_park_events(dir, None);
+        }
         let key = entry.key;
         let removed = self.workers[entry.worker].call(move |ctx| {
             // Dropping the sockets here closes them on the worker.
@@ -662,6 +991,18 @@ fn choose_codec(leg: &crate::session::Leg) -> (Codec, u8) {
         .iter()
         .find_map(|c| Codec::from_name(&c.name, c.rate).map(|k| (k, c.pt)))
         .unwrap_or((Codec::Pcmu, 0))
+}
+
+fn park_error(e: ParkError) -> ControlError {
+    let code = match e {
+        ParkError::UnknownLot { .. } => ErrorCode::UnknownLot,
+        ParkError::SlotTaken { .. } => ErrorCode::SlotTaken,
+        ParkError::SlotOutOfRange { .. } => ErrorCode::InvalidField,
+        ParkError::LotFull { .. } => ErrorCode::LotFull,
+        ParkError::AlreadyParked { .. } => ErrorCode::InvalidState,
+        ParkError::SlotEmpty { .. } | ParkError::LotEmpty { .. } => ErrorCode::SlotEmpty,
+    };
+    ControlError::new(code, e.to_string())
 }
 
 fn media_error(e: MediaError) -> ControlError {

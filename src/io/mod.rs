@@ -138,6 +138,13 @@ pub fn run(config: Config) -> Result<(), RunError> {
             })
             .map_err(|e| startup(format!("cannot start event thread: {e}")))?;
     }
+    {
+        let engine = engine.clone();
+        std::thread::Builder::new()
+            .name("rtpark-park".into())
+            .spawn(move || engine.run_park_timer())
+            .map_err(|e| startup(format!("cannot start park timer thread: {e}")))?;
+    }
     let ListenAddr::Unix(path) = &config.listen_native;
     let listener = listen::bind_unix(path).map_err(|e| startup(format!("native control: {e}")))?;
     let _socket_file = listen::SocketFile(path.clone());

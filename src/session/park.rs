@@ -384,7 +384,7 @@ pub enum ParkEvent {
 }
 
 /// One parked leg, for listings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ParkedInfo {
     /// The lot.
     pub lot: String,
@@ -407,7 +407,7 @@ pub struct ParkedInfo {
 }
 
 /// One lot, for listings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LotInfo {
     /// The lot's name.
     pub name: String,

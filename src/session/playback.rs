@@ -44,8 +44,8 @@ impl Frames for crate::media::EncodedClip {
 /// What follows a one-shot playback.
 #[derive(Debug, Clone)]
 pub enum After {
-    /// Music on hold (or another program).
-    Moh(Box<Program>),
+    /// Another program: music on hold, or the next announcement of a sequence.
+    Play(Box<Program>),
     /// The leg's peer again.
     Live,
     /// Nothing.

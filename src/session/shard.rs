@@ -998,7 +998,7 @@ impl Shard {
             };
             self.events.push_back(event);
             let _ = match then {
-                After::Moh(p) => self.play(now, key, *p),
+                After::Play(p) => self.play(now, key, *p),
                 // Back to the call, both ways: a held leg comes off hold too.
                 After::Live => self.unhold(key),
                 After::Nothing => self.stop_media(key, Source::Nothing),
