@@ -94,7 +94,7 @@ fn announced(then: After) -> (Harness, Instant, LegKey, LegKey) {
 #[test]
 fn announcement_then_music_continues_the_stream() {
     let music = tagged_frame_list(10, MUSIC);
-    let (mut h, t0, a, _b) = announced(After::Moh(Box::new(moh(
+    let (mut h, t0, a, _b) = announced(After::Play(Box::new(moh(
         "default",
         &music,
         JoinMode::Shared,
@@ -102,7 +102,7 @@ fn announcement_then_music_continues_the_stream() {
     ))));
     let epoch = match &h.shard.leg(a).unwrap().source {
         Source::Media(pb) => match &pb.program.then {
-            After::Moh(p) => p.epoch,
+            After::Play(p) => p.epoch,
             other => panic!("then: {other:?}"),
         },
         other => panic!("source: {other:?}"),
@@ -299,7 +299,7 @@ fn resume_music_continues_after_an_announcement_interrupts_it() {
         .play(
             h.now,
             a,
-            announcement("ann", &ann, After::Moh(Box::new(resume)), t0),
+            announcement("ann", &ann, After::Play(Box::new(resume)), t0),
         )
         .unwrap();
     let sent = h.next_packets(5);
@@ -550,7 +550,7 @@ fn ssrc_per_source_announcement_then_music_changes_ssrc() {
     h.advance_ms(20);
     let ann = tagged_frame_list(2, ANN);
     let music = tagged_frame_list(10, MUSIC);
-    let then = After::Moh(Box::new(moh("default", &music, JoinMode::Shared, h.now)));
+    let then = After::Play(Box::new(moh("default", &music, JoinMode::Shared, h.now)));
     h.shard
         .play(h.now, a, announcement("ann", &ann, then, h.now))
         .unwrap();
