@@ -255,9 +255,13 @@ impl Engine {
                 leg,
                 class,
                 peer_hears,
-            } => self.hold(&leg, class.as_deref(), peer_hears),
+            } => {
+                not_parked(&lock(&self.dir), &leg)?;
+                self.hold(&leg, class.as_deref(), peer_hears)
+            }
             Command::Unhold { leg } | Command::StopPlay { leg } => {
                 let dir = lock(&self.dir);
+                not_parked(&dir, &leg)?;
                 let (w, key) = leg_of(&dir, &leg)?;
                 self.workers[w]
                     .call(move |ctx| ctx.shard.unhold(key))?
@@ -269,13 +273,11 @@ impl Engine {
                 announcement,
                 then,
                 class,
-            } => self.play(
-                &lock(&self.dir),
-                &leg,
-                &announcement,
-                then,
-                class.as_deref(),
-            ),
+            } => {
+                let dir = lock(&self.dir);
+                not_parked(&dir, &leg)?;
+                self.play(&dir, &leg, &announcement, then, class.as_deref())
+            }
             Command::ListMedia => Ok(Reply::Media {
                 media: self.library.list(),
             }),
@@ -340,7 +342,15 @@ impl Engine {
         }
         if lot_cfg.announce_slot {
             if let Some(p) = parker.as_deref().filter(|p| dir.legs.contains_key(*p)) {
-                if let Err(e) = self.announce_slot(&dir, p, slot) {
+                // A leg that parked itself hears its slot, then the lot's music;
+                // any other parker goes back to what it heard (its peer, or nothing).
+                let after = if p == leg {
+                    let (fmt, _) = self.media_format(&dir, leg)?;
+                    After::Play(Box::new(self.moh_program(&lot_cfg.moh_class, fmt)?))
+                } else {
+                    After::Peer
+                };
+                if let Err(e) = self.announce_slot(&dir, p, slot, after) {
                     log::warn!("cannot announce slot {slot} to {p}: {}", e.message);
                 }
             }
@@ -354,12 +364,18 @@ impl Engine {
     }
 
     /// Speaks "you have been parked on slot" and the slot's digits to `leg`.
-    fn announce_slot(&self, dir: &Directory, leg: &str, slot: u32) -> Result<(), ControlError> {
+    fn announce_slot(
+        &self,
+        dir: &Directory,
+        leg: &str,
+        slot: u32,
+        after: After,
+    ) -> Result<(), ControlError> {
         let (w, key) = leg_of(dir, leg)?;
         let (fmt, _) = self.media_format(dir, leg)?;
         let mut names: Vec<String> = vec!["parked-on-slot".into()];
         names.extend(slot.to_string().chars().map(|d| format!("digit-{d}")));
-        let mut then = After::Nothing;
+        let mut then = after;
         for name in names.iter().rev() {
             let frames = self
                 .library
@@ -991,6 +1007,21 @@ fn choose_codec(leg: &crate::session::Leg) -> (Codec, u8) {
         .iter()
         .find_map(|c| Codec::from_name(&c.name, c.rate).map(|k| (k, c.pt)))
         .unwrap_or((Codec::Pcmu, 0))
+}
+
+/// Refuses media commands on a parked leg: in its slot it hears the lot's music
+/// until it is retrieved, released or deleted.
+fn not_parked(dir: &Directory, leg: &str) -> Result<(), ControlError> {
+    match dir.lots.find_leg(leg) {
+        Some(p) => Err(ControlError::new(
+            ErrorCode::InvalidState,
+            format!(
+                "leg `{leg}` is parked in lot {} slot {}; retrieve it (or delete it) first",
+                p.lot, p.slot
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn park_error(e: ParkError) -> ControlError {

@@ -46,8 +46,11 @@ impl Frames for crate::media::EncodedClip {
 pub enum After {
     /// Another program: music on hold, or the next announcement of a sequence.
     Play(Box<Program>),
-    /// The leg's peer again.
+    /// The leg's peer again, both ways: a held leg comes off hold.
     Live,
+    /// Whatever the leg heard from its peer before (nothing if it has none);
+    /// its hold state is left alone.
+    Peer,
     /// Nothing.
     Nothing,
 }

@@ -1001,6 +1001,7 @@ impl Shard {
                 After::Play(p) => self.play(now, key, *p),
                 // Back to the call, both ways: a held leg comes off hold too.
                 After::Live => self.unhold(key),
+                After::Peer => self.stop_media(key, Source::Peer),
                 After::Nothing => self.stop_media(key, Source::Nothing),
             };
             return;

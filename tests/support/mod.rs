@@ -1461,3 +1461,176 @@ pub fn run_rtpark_within(args: &[&str], timeout: Duration) -> (ExitStatus, Strin
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     (status, read(&out_path), read(&err_path))
 }
+
+// ---------------------------------------------------------------------------
+// Parking scenarios (tests/park-*.rs): lot tables, park commands, listings,
+// park events, and a continuity check for the stream one phone receives.
+// ---------------------------------------------------------------------------
+
+/// The event kinds a parking raises.
+pub const PARK_EVENT_KINDS: [&str; 6] = [
+    "parked",
+    "slot_state",
+    "retrieved",
+    "park_timeout",
+    "park_released",
+    "park_give_up",
+];
+
+/// Whether `ev` is one of [`PARK_EVENT_KINDS`].
+pub fn is_park_event(ev: &Value) -> bool {
+    ev["event"]
+        .as_str()
+        .is_some_and(|k| PARK_EVENT_KINDS.contains(&k))
+}
+
+/// A `[lot.NAME]` table with `slots` (e.g. `"801-805"`) and extra `key = value`
+/// lines (e.g. `"timeout = 1\nannounce_slot = false"`). A table, so put it after
+/// the top-level keys of [`quick_media`].
+pub fn lot_toml(name: &str, slots: &str, extra: &str) -> String {
+    format!("[lot.{name}]\nslots = {}\n{extra}\n", toml_string(slots))
+}
+
+impl Control {
+    /// `subscribe`.
+    pub fn subscribe(&mut self) {
+        self.ok(json!({"cmd": "subscribe"}));
+    }
+
+    /// `create_leg` with a remote address; returns the local RTP port.
+    pub fn leg_port(&mut self, call: &str, leg: &str, remote: SocketAddr) -> u16 {
+        rtp_port(&self.create_leg(call, leg, remote))
+    }
+
+    /// `park` of `leg` in `lot` (the default lot if `None`), in `slot` or one the
+    /// lot picks; asserts success and returns the slot.
+    pub fn park(&mut self, leg: &str, lot: Option<&str>, slot: Option<u32>) -> u32 {
+        let mut req = json!({"cmd": "park", "leg": leg});
+        if let Some(lot) = lot {
+            req["lot"] = json!(lot);
+        }
+        if let Some(slot) = slot {
+            req["slot"] = json!(slot);
+        }
+        let reply = self.ok(req.clone());
+        assert_eq!(
+            reply["lot"],
+            json!(lot.unwrap_or("default")),
+            "{req} → {reply}"
+        );
+        reply["slot"]
+            .as_u64()
+            .and_then(|s| u32::try_from(s).ok())
+            .unwrap_or_else(|| panic!("park reply without a slot: {reply}"))
+    }
+
+    /// `retrieve` by `leg` from `lot` (default lot if `None`), `slot` or the
+    /// longest waiting; returns the reply, whatever it says.
+    pub fn retrieve(&mut self, leg: &str, lot: Option<&str>, slot: Option<u32>) -> Value {
+        let mut req = json!({"cmd": "retrieve", "leg": leg});
+        if let Some(lot) = lot {
+            req["lot"] = json!(lot);
+        }
+        if let Some(slot) = slot {
+            req["slot"] = json!(slot);
+        }
+        self.request(req)
+    }
+
+    /// The `parked` array of `list_parked`.
+    pub fn list_parked(&mut self) -> Vec<Value> {
+        let reply = self.ok(json!({"cmd": "list_parked"}));
+        reply["parked"]
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("list_parked without a parked array: {reply}"))
+    }
+
+    /// The `lots` array of `list_lots`.
+    pub fn list_lots(&mut self) -> Vec<Value> {
+        let reply = self.ok(json!({"cmd": "list_lots"}));
+        reply["lots"]
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("list_lots without a lots array: {reply}"))
+    }
+
+    /// The `list_lots` entry of lot `name`.
+    pub fn lot_info(&mut self, name: &str) -> Value {
+        let lots = self.list_lots();
+        lots.iter()
+            .find(|l| l["name"] == json!(name))
+            .cloned()
+            .unwrap_or_else(|| panic!("list_lots has no lot {name}: {lots:?}"))
+    }
+
+    /// Every event that arrives until none has for `quiet` (or `limit` passed).
+    pub fn drain_events(&mut self, quiet: Duration, limit: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + limit;
+        let mut out = Vec::new();
+        while Instant::now() < deadline {
+            match self.next_event(quiet) {
+                Some(ev) => out.push(ev),
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// Waits up to `timeout` for the park event `kind` (other events are
+    /// returned in order in the second element).
+    pub fn wait_park_event(
+        &mut self,
+        kind: &str,
+        timeout: Duration,
+    ) -> (Option<Value>, Vec<Value>) {
+        self.wait_event(timeout, |ev| ev["event"] == json!(kind))
+    }
+}
+
+/// The parked legs in a `list_parked` array, as (lot, slot, leg).
+pub fn parked_slots(list: &[Value]) -> Vec<(String, u64, String)> {
+    list.iter()
+        .map(|p| {
+            (
+                p["lot"].as_str().unwrap_or_default().to_owned(),
+                p["slot"].as_u64().unwrap_or_default(),
+                p["leg"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Everything wrong with a received RTP stream that should be one stream
+/// (DESIGN.md, RTP continuity): more than one SSRC, a sequence gap or
+/// duplicate, or a marker bit anywhere but on packet 0 and at `switches`
+/// (indices of the first packet of each new source, each of which must carry it).
+pub fn continuity_problems(packets: &[RtpView], switches: &[usize]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut ssrcs: Vec<u32> = packets.iter().map(|p| p.ssrc).collect();
+    ssrcs.sort_unstable();
+    ssrcs.dedup();
+    if ssrcs.len() > 1 {
+        problems.push(format!("{} SSRCs: {ssrcs:08x?}", ssrcs.len()));
+    }
+    for (i, w) in packets.windows(2).enumerate() {
+        if w[1].seq != w[0].seq.wrapping_add(1) {
+            problems.push(format!(
+                "packet {}: sequence {} after {}",
+                i + 1,
+                w[1].seq,
+                w[0].seq
+            ));
+        }
+    }
+    for (i, p) in packets.iter().enumerate().skip(1) {
+        let switch = switches.contains(&i);
+        if switch && !p.marker {
+            problems.push(format!("packet {i} starts a new source but has no marker"));
+        }
+        if !switch && p.marker {
+            problems.push(format!("packet {i} has a marker bit mid-source"));
+        }
+    }
+    problems
+}
