@@ -1,0 +1,2 @@
+//! Park/retrieve operations benchmark (placeholder until written).
+fn main() {}
