@@ -202,6 +202,11 @@ pub struct Shard {
     transmits: VecDeque<Transmit>,
 }
 
+/// How early a media packet may leave to share a wake-up with others.
+const MEDIA_SLACK: Duration = Duration::from_micros(250);
+/// How often a playing leg with no address yet is looked at again.
+const IDLE_RECHECK: Duration = Duration::from_secs(1);
+
 /// A 32-bit FNV-1a hash, to derive a stable SSRC/sequence/timestamp origin for a
 /// leg that has not been sent anything yet.
 fn fnv1a(parts: &[&[u8]]) -> u32 {
@@ -456,6 +461,13 @@ impl Shard {
             silent,
         } = update;
         if let Some(remote) = remote.filter(|r| leg.config.remote != Some(*r)) {
+            if leg.rtp_destination().is_none() {
+                if let Source::Media(pb) = &leg.source {
+                    // Media waiting for an address can start now.
+                    self.media_due
+                        .push(Reverse((now, key.index, key.generation, pb.serial)));
+                }
+            }
             leg.config.remote = Some(remote);
             if leg.config.latch == LatchPolicy::Learn {
                 leg.relatch_until = Some(now.checked_add(window).unwrap_or(now));
@@ -600,6 +612,17 @@ impl Shard {
                         || relatch_open(leg, now)
                         || leg.ssrc == Some(header.ssrc)
                     {
+                        if leg.latched_rtp.is_none() && leg.config.remote.is_none() {
+                            // Media waiting for an address can start now.
+                            if let Source::Media(pb) = &leg.source {
+                                self.media_due.push(Reverse((
+                                    now,
+                                    key.index,
+                                    key.generation,
+                                    pb.serial,
+                                )));
+                            }
+                        }
                         leg.latched_rtp = Some(from);
                         sync_connections(
                             &self.config,
@@ -953,8 +976,11 @@ impl Shard {
 
     /// Sends every media packet due by `now`.
     fn run_media(&mut self, now: Instant) {
+        // Packets due within the slack go out in this wake-up rather than the next:
+        // fewer wake-ups with thousands of listeners, at most this much early.
+        let horizon = now + MEDIA_SLACK;
         while let Some(&Reverse((due, index, generation, serial))) = self.media_due.peek() {
-            if due > now {
+            if due > horizon {
                 break;
             }
             self.media_due.pop();
@@ -973,11 +999,23 @@ impl Shard {
         else {
             return;
         };
+        let has_destination = leg.rtp_destination().is_some();
         let Source::Media(pb) = &mut leg.source else {
             return;
         };
         if pb.serial != serial {
             return; // superseded by a newer playback
+        }
+        if !has_destination {
+            // Nowhere to send yet: look again later (latching or an update wakes
+            // it sooner); the class clock keeps running meanwhile.
+            self.media_due.push(Reverse((
+                now + IDLE_RECHECK,
+                key.index,
+                key.generation,
+                serial,
+            )));
+            return;
         }
         let ptime = pb.program.frames.ptime().max(Duration::from_millis(1));
         // A worker late by more than a packet time skips the missed packets:
