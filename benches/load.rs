@@ -22,6 +22,10 @@
 //!   pays the receiver's softirq, so this includes delivering into the generator's
 //!   sockets, and the generator does as much kernel work per packet as the relay.
 //! * RSS per call is the engine's VmRSS growth over call setup divided by the calls.
+//!
+//! `--mode hold` measures music on hold instead: `--legs` held legs (a comma list
+//! runs several sizes), the generator only receiving, against a minimal sender of
+//! the same packets (`--target moh-baseline`); see `load/hold.rs`.
 
 #![recursion_limit = "256"]
 
@@ -33,6 +37,10 @@ mod engine;
 mod generator;
 #[path = "load/hist.rs"]
 mod hist;
+#[path = "load/hold.rs"]
+mod hold;
+#[path = "load/moh_baseline.rs"]
+mod moh_baseline;
 #[path = "load/rtpark.rs"]
 mod rtpark;
 #[path = "load/sys.rs"]
@@ -47,15 +55,44 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Bridged calls, RTP sent both ways and relayed.
+    Relay,
+    /// Held legs: the engine sends music on hold, the generator only receives.
+    Hold,
+}
+
 /// Which engine(s) to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Target {
     /// rtpark itself.
     Rtpark,
-    /// The minimal epoll relay loop.
+    /// The minimal epoll relay loop (hold mode: the minimal MOH sender).
     Baseline,
-    /// The baseline first, then rtpark, and their ratio.
+    /// Hold mode: the minimal MOH sender (same packets, same rate, same core).
+    MohBaseline,
+    /// The baseline first, then rtpark, and their ratio (hold mode: difference).
     Both,
+}
+
+/// How the MOH baseline sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum MohIo {
+    /// One send(2) per packet on connected sockets.
+    Send,
+    /// io_uring send SQEs on registered files, one submit per tick.
+    Uring,
+}
+
+impl From<MohIo> for moh_baseline::SendIo {
+    fn from(m: MohIo) -> Self {
+        match m {
+            MohIo::Send => moh_baseline::SendIo::Send,
+            MohIo::Uring => moh_baseline::SendIo::Uring,
+        }
+    }
 }
 
 /// Scheduling class for the engine and the generator.
@@ -85,15 +122,39 @@ enum Io {
     about = "RTP relay load generator: rtpark against a minimal relay loop"
 )]
 struct Opts {
+    /// relay (bridged calls, traffic both ways) or hold (held legs, MOH only).
+    #[arg(long, value_enum, default_value_t = Mode::Relay)]
+    mode: Mode,
+    /// Hold mode: held legs, each in its own call; a comma list runs each size.
+    #[arg(long, value_delimiter = ',', default_values_t = [5000])]
+    legs: Vec<usize>,
+    /// Hold mode: MOH class to hold with (rtpark's default when absent).
+    #[arg(long)]
+    moh_class: Option<String>,
+    /// Hold mode: the generator harvests its sockets every this many µs (arrival
+    /// times are kernel timestamps, so this does not blur them).
+    #[arg(long, default_value_t = 1000)]
+    hold_tick_us: u64,
+    /// Hold mode: `media_timeout` (s) given to each leg, so legs that never send do
+    /// not all time out together inside the window; 0 leaves rtpark's default (60 s).
+    #[arg(long, default_value_t = 3600)]
+    hold_media_timeout: u32,
+    /// Hold mode: how the MOH baseline sends.
+    #[arg(long, value_enum, default_value_t = MohIo::Send)]
+    moh_baseline_io: MohIo,
+    /// Hold mode: the MOH baseline's pacing tick in µs.
+    #[arg(long, default_value_t = 1000)]
+    moh_tick_us: u64,
     /// Calls (two RTP streams each, one per direction).
     #[arg(long, default_value_t = 1000)]
     calls: usize,
     /// Length of the measurement window in seconds.
     #[arg(long, default_value_t = 60.0)]
     seconds: f64,
-    /// Traffic before the window, in seconds.
-    #[arg(long, default_value_t = 3.0)]
-    warmup: f64,
+    /// Traffic before the window, in seconds (default 3 in relay mode, 5 in hold
+    /// mode, counted from the last hold).
+    #[arg(long)]
+    warmup: Option<f64>,
     /// Engine(s) to measure.
     #[arg(long, value_enum, default_value_t = Target::Both)]
     target: Target,
@@ -170,9 +231,24 @@ struct Opts {
     /// Internal: run as the baseline relay child.
     #[arg(long, hide = true)]
     baseline_relay_child: bool,
+    /// Internal: run as the MOH baseline sender child.
+    #[arg(long, hide = true)]
+    moh_sender_child: bool,
     /// Internal: lifetime bound of the baseline relay child.
     #[arg(long, hide = true, default_value_t = 600)]
     max_seconds: u64,
+}
+
+impl Opts {
+    /// `--warmup` in relay mode.
+    fn relay_warmup(&self) -> f64 {
+        self.warmup.unwrap_or(3.0)
+    }
+
+    /// `--warmup` in hold mode.
+    fn hold_warmup(&self) -> f64 {
+        self.warmup.unwrap_or(5.0)
+    }
 }
 
 /// The engine being measured, with what the report needs to know about it.
@@ -195,6 +271,21 @@ fn main() -> ExitCode {
     if opts.baseline_relay_child {
         return ExitCode::from(baseline::child_main(opts.max_seconds) as u8);
     }
+    if opts.moh_sender_child {
+        return ExitCode::from(moh_baseline::child_main(
+            opts.max_seconds,
+            opts.ptime_ms,
+            opts.moh_tick_us,
+            opts.moh_baseline_io.into(),
+        ) as u8);
+    }
+    if opts.mode == Mode::Hold {
+        return hold_main(&opts);
+    }
+    if opts.target == Target::MohBaseline {
+        eprintln!("--target moh-baseline belongs to --mode hold");
+        return ExitCode::FAILURE;
+    }
     if opts.payload < generator::PROBE {
         eprintln!(
             "--payload must be at least {} bytes (the probe fields)",
@@ -206,32 +297,16 @@ fn main() -> ExitCode {
         eprintln!("--calls, --seconds, --ptime-ms and --tick-us must be positive");
         return ExitCode::FAILURE;
     }
-    sys::install_stop_handler();
-    let fd_limit = sys::raise_fd_limit();
     let need = opts.calls as u64 * 4 + 64;
-    if fd_limit < need {
-        eprintln!(
-            "open-file limit is {fd_limit}, {need} needed for {} calls; raise the hard limit (ulimit -Hn) or use fewer calls",
-            opts.calls
-        );
-        return ExitCode::FAILURE;
-    }
-    sys::set_min_timer_slack();
-    if let Err(e) = sys::set_priority(priority(&opts)) {
-        eprintln!(
-            "cannot apply --sched {:?} ({e}); run as root, or pass --sched normal",
-            opts.sched
-        );
-        return ExitCode::FAILURE;
-    }
-    if let Err(e) = sys::pin_to_cpu(0, opts.load_cpu) {
-        eprintln!("cannot pin the generator to CPU {}: {e}", opts.load_cpu);
+    if let Err(e) = prepare_process(&opts, need, &format!("{} calls", opts.calls)) {
+        eprintln!("{e}");
         return ExitCode::FAILURE;
     }
     let targets: &[Target] = match opts.target {
         Target::Both => &[Target::Baseline, Target::Rtpark],
         Target::Baseline => &[Target::Baseline],
         Target::Rtpark => &[Target::Rtpark],
+        Target::MohBaseline => &[],
     };
     let mut failed = false;
     let mut ratios: Vec<f64> = Vec::new();
@@ -314,7 +389,174 @@ fn name(t: Target) -> &'static str {
     match t {
         Target::Rtpark => "rtpark",
         Target::Baseline => "baseline",
+        Target::MohBaseline => "moh-baseline",
         Target::Both => "both",
+    }
+}
+
+/// Process set-up shared by both modes: stop handler, descriptor limit (at least
+/// `need`), timer slack, scheduling and the generator's CPU.
+fn prepare_process(opts: &Opts, need: u64, what: &str) -> Result<(), String> {
+    sys::install_stop_handler();
+    let fd_limit = sys::raise_fd_limit();
+    if fd_limit < need {
+        return Err(format!(
+            "open-file limit is {fd_limit}, {need} needed for {what}; raise the hard limit (ulimit -Hn) or use fewer"
+        ));
+    }
+    sys::set_min_timer_slack();
+    sys::set_priority(priority(opts)).map_err(|e| {
+        format!(
+            "cannot apply --sched {:?} ({e}); run as root, or pass --sched normal",
+            opts.sched
+        )
+    })?;
+    sys::pin_to_cpu(0, opts.load_cpu)
+        .map_err(|e| format!("cannot pin the generator to CPU {}: {e}", opts.load_cpu))?;
+    Ok(())
+}
+
+/// `--mode hold`: every size in `--legs`, each with the target(s), then the engine
+/// overhead per packet and how memory grows with the number of held legs.
+fn hold_main(opts: &Opts) -> ExitCode {
+    let max_legs = opts.legs.iter().copied().max().unwrap_or(0);
+    if max_legs == 0 || opts.legs.contains(&0) || opts.seconds <= 0.0 || opts.ptime_ms == 0 {
+        eprintln!("--legs, --seconds and --ptime-ms must be positive");
+        return ExitCode::FAILURE;
+    }
+    if opts.ptime_ms != 20 {
+        eprintln!("note: rtpark plays MOH at its configured ptime (20 ms by default); --ptime-ms only changes the baseline and the expected rate");
+    }
+    if let Err(e) = prepare_process(opts, max_legs as u64 + 64, &format!("{max_legs} legs")) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
+    // rtpark needs two sockets per leg under the same hard limit.
+    let engine_need = 2 * max_legs as u64 + 64;
+    if sys::raise_fd_limit() < engine_need {
+        eprintln!(
+            "warning: rtpark needs about {engine_need} descriptors for {max_legs} legs; the limit is {}",
+            sys::raise_fd_limit()
+        );
+    }
+    let targets: &[Target] = match opts.target {
+        Target::Both => &[Target::MohBaseline, Target::Rtpark],
+        Target::Baseline | Target::MohBaseline => &[Target::MohBaseline],
+        Target::Rtpark => &[Target::Rtpark],
+    };
+    let mut failed = false;
+    let mut memory: Vec<(usize, f64, f64)> = Vec::new();
+    'rounds: for round in 0..opts.repeat.max(1) {
+        for &n in &opts.legs {
+            let mut reports: Vec<Value> = Vec::new();
+            for &t in targets {
+                if sys::stopping() {
+                    break 'rounds;
+                }
+                if round > 0 || n != opts.legs[0] || !reports.is_empty() {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                match hold::run_target(t, opts, n) {
+                    Ok(mut rep) => {
+                        rep["round"] = json!(round + 1);
+                        hold::print_report(&rep);
+                        if opts.json {
+                            println!("{rep}");
+                        }
+                        failed |= rep["aborted"].is_string();
+                        if t == Target::Rtpark && !rep["aborted"].is_string() {
+                            let kib =
+                                |p: &str| rep.pointer(p).and_then(Value::as_f64).unwrap_or(0.0);
+                            memory.push((
+                                n,
+                                kib("/rss/after_hold_kib") - kib("/rss/before_kib"),
+                                kib("/rss/end_kib") - kib("/rss/before_kib"),
+                            ));
+                        }
+                        reports.push(rep);
+                    }
+                    Err(e) => {
+                        eprintln!("{}: {e}", name(t));
+                        failed = true;
+                    }
+                }
+            }
+            let find = |t: &str| reports.iter().find(|r| r["target"] == t);
+            if let (Some(base), Some(rt)) = (find("moh-baseline"), find("rtpark")) {
+                let f = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_f64).unwrap_or(0.0);
+                let (b, r) = (
+                    f(base, "/engine_cpu_us_per_packet"),
+                    f(rt, "/engine_cpu_us_per_packet"),
+                );
+                let (bc, rc) = (
+                    f(base, "/engine_core_busy_us_per_packet"),
+                    f(rt, "/engine_core_busy_us_per_packet"),
+                );
+                println!(
+                    "engine overhead per MOH packet ({n} legs): rtpark {r:.3} − kernel send cost (baseline, {}) {b:.3} = {:.3} µs/pkt; cores {:.3} vs {:.3}",
+                    moh_baseline::SendIo::from(opts.moh_baseline_io).name(),
+                    r - b,
+                    f(rt, "/engine_cores"),
+                    f(base, "/engine_cores")
+                );
+                if opts.json {
+                    println!(
+                        "{}",
+                        json!({"mode": "hold", "target": "moh_overhead", "round": round + 1, "legs": n,
+                               "baseline_io": moh_baseline::SendIo::from(opts.moh_baseline_io).name(),
+                               "rtpark_us_per_packet": r, "baseline_us_per_packet": b,
+                               "overhead_us_per_packet": r - b,
+                               "rtpark_core_busy_us_per_packet": rc, "baseline_core_busy_us_per_packet": bc,
+                               "overhead_core_busy_us_per_packet": rc - bc})
+                    );
+                }
+            }
+        }
+    }
+    let sizes: HashSet<usize> = memory.iter().map(|m| m.0).collect();
+    if sizes.len() > 1 {
+        // Least-squares line through (legs, RSS growth): the slope is the memory per
+        // held leg, the intercept what does not depend on the number of listeners.
+        let fit = |pick: &dyn Fn(&(usize, f64, f64)) -> f64| {
+            let k = memory.len() as f64;
+            let mx = memory.iter().map(|m| m.0 as f64).sum::<f64>() / k;
+            let my = memory.iter().map(pick).sum::<f64>() / k;
+            let sxy: f64 = memory
+                .iter()
+                .map(|m| (m.0 as f64 - mx) * (pick(m) - my))
+                .sum();
+            let sxx: f64 = memory.iter().map(|m| (m.0 as f64 - mx).powi(2)).sum();
+            let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+            (slope, my - slope * mx)
+        };
+        let (slope, icpt) = fit(&|m| m.1);
+        let (slope_end, icpt_end) = fit(&|m| m.2);
+        for m in &memory {
+            println!(
+                "memory: {} held legs: RSS +{:.0} KiB after hold ({:.2} KiB/leg), +{:.0} KiB at window end ({:.2} KiB/leg)",
+                m.0,
+                m.1,
+                m.1 / m.0 as f64,
+                m.2,
+                m.2 / m.0 as f64
+            );
+        }
+        println!(
+            "memory fit: RSS growth ≈ {icpt:.0} KiB + {slope:.3} KiB × legs after hold; {icpt_end:.0} KiB + {slope_end:.3} KiB × legs at window end"
+        );
+        if opts.json {
+            println!(
+                "{}",
+                json!({"mode": "hold", "target": "memory_fit",
+                       "points": memory.iter().map(|m| json!({"legs": m.0, "rss_growth_after_hold_kib": m.1, "rss_growth_end_kib": m.2})).collect::<Vec<_>>(),
+                       "per_leg_kib": slope, "fixed_kib": icpt, "per_leg_end_kib": slope_end, "fixed_end_kib": icpt_end})
+            );
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -329,7 +571,7 @@ fn start_engine(
         Target::Baseline => {
             let gen_ports: Vec<(u16, u16)> =
                 addrs.iter().map(|(a, b)| (a.port(), b.port())).collect();
-            let max = (opts.warmup + opts.seconds) as u64 + 120;
+            let max = (opts.relay_warmup() + opts.seconds) as u64 + 120;
             let t0 = std::time::Instant::now();
             let (process, relay_ports) =
                 baseline::spawn(opts.engine_cpu, priority(opts), &gen_ports, max)?;
@@ -357,7 +599,7 @@ fn start_engine(
             };
             Ok((engine, relay))
         }
-        Target::Rtpark | Target::Both => {
+        Target::Rtpark | Target::Both | Target::MohBaseline => {
             let port_min = opts.port_min;
             let span = opts.calls as u64 * 4 + 64;
             let port_max = u16::try_from(port_min as u64 + span - 1)
@@ -429,7 +671,7 @@ fn run_target(t: Target, opts: &Opts) -> Result<Value, String> {
             name(t),
             opts.calls,
             engine.setup_secs,
-            opts.warmup,
+            opts.relay_warmup(),
             opts.seconds
         );
     }
@@ -438,7 +680,7 @@ fn run_target(t: Target, opts: &Opts) -> Result<Value, String> {
         ptime_ns: opts.ptime_ms * 1_000_000,
         tick_ns: opts.tick_us * 1000,
         submit_batch: opts.submit_batch.max(1),
-        warmup_ns: (opts.warmup * 1e9) as u64,
+        warmup_ns: (opts.relay_warmup() * 1e9) as u64,
         window_ns: (opts.seconds * 1e9) as u64,
         drain_ns: opts.drain_ms * 1_000_000,
         progress_ns: if opts.quiet { 0 } else { 10_000_000_000 },
@@ -559,7 +801,7 @@ fn report(
         "calls": opts.calls,
         "streams": opts.calls * 2,
         "window_s": window_s,
-        "warmup_s": opts.warmup,
+        "warmup_s": opts.relay_warmup(),
         "tick_us": opts.tick_us,
         "setup_s": engine.setup_secs,
         "setups_per_s": if engine.setup_secs > 0.0 { calls / engine.setup_secs } else { 0.0 },

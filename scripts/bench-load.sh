@@ -4,6 +4,8 @@
 #
 #   scripts/bench-load.sh                 the two runs: 1000 and 2000 calls, 60 s
 #   scripts/bench-load.sh --calls 1000 --seconds 10 --target baseline   one custom run
+#   scripts/bench-load.sh --mode hold --legs 1000 --seconds 10          a music-on-hold run
+#                                         (scripts/bench-moh.sh runs the standard MOH set)
 #
 # Every run prints a table per engine; the JSON lines (one per engine, plus the ratio)
 # are appended to target/bench-load.jsonl with the command that produced them.
@@ -15,10 +17,16 @@ out=target/bench-load.jsonl
 
 run() {
     echo "### cargo bench --bench load -- $*" >&2
-    cargo bench --bench load -- --json "$@" 2>&1 | tee /dev/stderr \
-        | grep '^{' \
+    local log
+    log=$(mktemp)
+    # tee to our stderr through the pipe (not /dev/stderr, which reopens and may
+    # truncate a redirected log), then keep the JSON lines.
+    cargo bench --bench load -- --json "$@" 2>&1 | tee "$log" >&2 \
+        || echo "### that run failed (see above)" >&2
+    grep '^{' "$log" \
         | sed "s|^{|{\"command\":\"cargo bench --bench load -- $*\",\"date\":\"$(date -u +%FT%TZ)\",|" \
-        >>"$out" || echo "### that run failed (see above)" >&2
+        >>"$out" || true
+    rm -f "$log"
 }
 
 if [ $# -gt 0 ]; then

@@ -152,6 +152,19 @@ struct Stream {
     tx_delay_ns: u64,
 }
 
+/// Where the receive paths deliver datagrams: the relay run's [`RxContext`] or the
+/// hold mode's per-leg analysis.
+pub trait Sink {
+    /// Clock readings (CLOCK_MONOTONIC, CLOCK_REALTIME) taken just before the
+    /// datagrams that follow were harvested.
+    fn set_now(&mut self, mono: u64, real: u64);
+    /// One datagram read on socket `sock`, with its kernel receive timestamp.
+    fn datagram(&mut self, sock: usize, data: &[u8], kstamp: Option<u64>);
+    /// Counters for what the transports see besides datagrams (refusals, re-arms,
+    /// unparsable completions, failed sends).
+    fn counters(&mut self) -> &mut RunResult;
+}
+
 /// What the receive path needs to classify a datagram.
 struct RxContext<'a> {
     streams: &'a mut [Stream],
@@ -162,7 +175,16 @@ struct RxContext<'a> {
     now_real: u64,
 }
 
-impl RxContext<'_> {
+impl Sink for RxContext<'_> {
+    fn set_now(&mut self, mono: u64, real: u64) {
+        self.now = mono;
+        self.now_real = real;
+    }
+
+    fn counters(&mut self) -> &mut RunResult {
+        self.r
+    }
+
     /// Accounts one datagram received on socket `sock`.
     fn datagram(&mut self, sock: usize, data: &[u8], kstamp: Option<u64>) {
         let r = &mut *self.r;
@@ -551,6 +573,70 @@ impl Generator {
     }
 }
 
+/// Receive-only endpoints (the hold mode's listeners): one socket per leg on
+/// 127.0.0.1 with kernel receive timestamps, read through the same transports as
+/// the relay generator.
+pub struct Receiver {
+    sockets: Vec<UdpSocket>,
+    transport: Transport,
+}
+
+impl Receiver {
+    /// Binds `n` sockets; falls back to epoll (saying so) if io_uring is unavailable.
+    pub fn new(n: usize, kind: TransportKind) -> io::Result<Receiver> {
+        let mut sockets = Vec::with_capacity(n);
+        for _ in 0..n {
+            let s = UdpSocket::bind("127.0.0.1:0")?;
+            s.set_nonblocking(true)?;
+            setsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
+            sockets.push(s);
+        }
+        let fds: Vec<i32> = sockets.iter().map(|s| s.as_raw_fd()).collect();
+        let transport = match kind {
+            TransportKind::Uring => match UringIo::new(&fds, RTP_HEADER + 256) {
+                Ok(u) => Transport::Uring(u),
+                Err(e) => {
+                    eprintln!("note: io_uring unavailable ({e}); the receiver uses epoll");
+                    Transport::Epoll(EpollIo::new(&fds)?)
+                }
+            },
+            TransportKind::Epoll => Transport::Epoll(EpollIo::new(&fds)?),
+        };
+        Ok(Receiver { sockets, transport })
+    }
+
+    /// The local address of every socket, by index.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.sockets
+            .iter()
+            .map(|s| s.local_addr().expect("bound socket has an address"))
+            .collect()
+    }
+
+    /// The transport actually in use.
+    pub fn transport(&self) -> TransportKind {
+        match self.transport {
+            Transport::Epoll(_) => TransportKind::Epoll,
+            Transport::Uring(_) => TransportKind::Uring,
+        }
+    }
+
+    /// Starts receiving (io_uring: arms a multishot receive per socket).
+    pub fn arm(&mut self, sink: &mut impl Sink) {
+        if let Transport::Uring(u) = &mut self.transport {
+            u.arm_all(sink.counters());
+        }
+    }
+
+    /// Reads everything that has arrived and hands it to `sink`.
+    pub fn drain(&mut self, sink: &mut impl Sink) {
+        match &mut self.transport {
+            Transport::Epoll(e) => e.drain(sink),
+            Transport::Uring(u) => u.drain(sink),
+        }
+    }
+}
+
 /// Submits the queued sends and records, per packet, how long after its stamp it
 /// left: sends run in order inside the submit, so packet j of m leaves at about
 /// start + (j + 1) / m of the call.
@@ -698,7 +784,7 @@ impl EpollIo {
     }
 
     /// Reads everything that is ready on every endpoint.
-    fn drain(&mut self, ctx: &mut RxContext) {
+    fn drain(&mut self, ctx: &mut impl Sink) {
         loop {
             // SAFETY: `events` is a valid array of the given length.
             let ready = unsafe {
@@ -720,13 +806,12 @@ impl EpollIo {
                         Ok(0) => break,
                         Ok(got) => got,
                         Err(e) if e == libc::ECONNREFUSED => {
-                            ctx.r.refused += 1;
+                            ctx.counters().refused += 1;
                             continue;
                         }
                         Err(_) => break,
                     };
-                    ctx.now = sys::mono_ns();
-                    ctx.now_real = sys::real_ns();
+                    ctx.set_now(sys::mono_ns(), sys::real_ns());
                     for i in 0..got {
                         let h = &self.hdrs[i];
                         let len = (h.msg_len as usize).min(RX_BUF);
@@ -950,7 +1035,7 @@ impl UringIo {
     }
 
     /// Runs deferred receive work and accounts every completion.
-    fn drain(&mut self, ctx: &mut RxContext) {
+    fn drain(&mut self, ctx: &mut impl Sink) {
         loop {
             // GETEVENTS with min_complete 0: run the deferred task work (the multishot
             // receives) and return at once.
@@ -963,8 +1048,7 @@ impl UringIo {
                     None,
                 )
             };
-            ctx.now = sys::mono_ns();
-            ctx.now_real = sys::real_ns();
+            ctx.set_now(sys::mono_ns(), sys::real_ns());
             let mut seen = 0usize;
             let mut recycled = std::mem::take(&mut self.recycled);
             {
@@ -976,9 +1060,9 @@ impl UringIo {
                     let res = cqe.result();
                     if ud & SEND_TAG != 0 {
                         if res == -libc::ECONNREFUSED {
-                            ctx.r.refused += 1;
+                            ctx.counters().refused += 1;
                         }
-                        ctx.r.send_errors += 1;
+                        ctx.counters().send_errors += 1;
                         continue;
                     }
                     let k = ud as usize;
@@ -987,7 +1071,7 @@ impl UringIo {
                     }
                     let Some(bid) = cqueue::buffer_select(cqe.flags()) else {
                         if res == -libc::ECONNREFUSED {
-                            ctx.r.refused += 1;
+                            ctx.counters().refused += 1;
                         }
                         continue;
                     };
@@ -1001,7 +1085,7 @@ impl UringIo {
                         let stamp = raw_cmsg_timestamp(out.control_data());
                         ctx.datagram(k, out.payload_data(), stamp);
                     } else {
-                        ctx.r.misrouted += 1;
+                        ctx.counters().misrouted += 1;
                     }
                 }
             }
@@ -1013,11 +1097,11 @@ impl UringIo {
             self.publish_tail();
             if !self.rearm.is_empty() {
                 let rearm = std::mem::take(&mut self.rearm);
-                ctx.r.rearms += rearm.len() as u64;
+                ctx.counters().rearms += rearm.len() as u64;
                 for k in rearm {
-                    self.arm(k, ctx.r);
+                    self.arm(k, ctx.counters());
                 }
-                self.submit(ctx.r);
+                self.submit(ctx.counters());
             }
             // The kernel runs at most 20 deferred task-work items per enter
             // (IO_LOCAL_TW_DEFAULT_MAX); a full harvest may have left more behind.

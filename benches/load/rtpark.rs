@@ -152,26 +152,14 @@ impl NativeClient {
         self.read_reply(&|| text.clone())
     }
 
-    /// Creates and bridges one call per endpoint pair (legs `load-<i>-a`/`-b`),
-    /// writing every request before reading the replies (in order) to measure setup
-    /// throughput rather than round trips.
-    pub fn setup_calls(&mut self, remotes: &[(SocketAddr, SocketAddr)]) -> Result<Setup, String> {
-        let first_id = self.next_id;
-        let mut requests = Vec::with_capacity(remotes.len() * 3);
-        for (i, (a, b)) in remotes.iter().enumerate() {
-            let id = first_id + 3 * i as u64;
-            let (call, la, lb) = (
-                format!("load-{i}"),
-                format!("load-{i}-a"),
-                format!("load-{i}-b"),
-            );
-            requests.push(json!({"id": id, "cmd": "create_leg", "call": call, "leg": la, "remote": a.to_string()}));
-            requests.push(json!({"id": id + 1, "cmd": "create_leg", "call": call, "leg": lb, "remote": b.to_string()}));
-            requests.push(json!({"id": id + 2, "cmd": "bridge", "a": la, "b": lb}));
-        }
-        self.next_id += requests.len() as u64;
-        let mut payload = Vec::with_capacity(requests.len() * 120);
-        for r in &requests {
+    /// Writes every request (numbering them) before reading the replies, in order,
+    /// so setup throughput is measured rather than round trips. Returns the replies
+    /// and the wall time from the first request written to the last reply read.
+    pub fn pipeline(&mut self, mut requests: Vec<Value>) -> Result<(Vec<Value>, Duration), String> {
+        let mut payload = Vec::with_capacity(requests.len() * 160);
+        for r in &mut requests {
+            r["id"] = json!(self.next_id);
+            self.next_id += 1;
             payload.extend_from_slice(r.to_string().as_bytes());
             payload.push(b'\n');
         }
@@ -182,38 +170,20 @@ impl NativeClient {
             let mut w = BufWriter::with_capacity(64 * 1024, writer_stream);
             w.write_all(&payload).and_then(|_| w.flush())
         });
-        let mut relay = Vec::with_capacity(remotes.len());
+        let mut replies = Vec::with_capacity(requests.len());
         let mut result = Ok(());
-        for (i, req) in requests.iter().enumerate() {
+        for req in &requests {
             let describe = || req.to_string();
-            let v = match self.read_reply(&describe) {
-                Ok(v) => v,
+            match self.read_reply(&describe) {
+                Ok(v) if v["id"] != req["id"] => {
+                    result = Err(format!("reply out of order: sent {req} and got {v}"));
+                    break;
+                }
+                Ok(v) => replies.push(v),
                 Err(e) => {
                     result = Err(e);
                     break;
                 }
-            };
-            if v["id"] != req["id"] {
-                result = Err(format!("reply out of order: sent {} and got {v}", req));
-                break;
-            }
-            if i % 3 == 2 {
-                continue;
-            }
-            let port = v["rtp_port"].as_u64().unwrap_or(0) as u16;
-            let ip: IpAddr = v["ip"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-            if port == 0 {
-                result = Err(format!("create_leg reply without rtp_port: {v}"));
-                break;
-            }
-            let addr = SocketAddr::new(ip, port);
-            if i % 3 == 0 {
-                relay.push((addr, addr));
-            } else if let Some(last) = relay.last_mut() {
-                last.1 = addr;
             }
         }
         let elapsed = start.elapsed();
@@ -227,6 +197,116 @@ impl NativeClient {
             Ok(Err(e)) => return Err(format!("cannot write requests to rtpark: {e}")),
             Err(_) => return Err("request writer panicked".into()),
         }
+        Ok((replies, elapsed))
+    }
+
+    /// Creates and bridges one call per endpoint pair (legs `load-<i>-a`/`-b`),
+    /// pipelined (see [`Self::pipeline`]).
+    pub fn setup_calls(&mut self, remotes: &[(SocketAddr, SocketAddr)]) -> Result<Setup, String> {
+        let mut requests = Vec::with_capacity(remotes.len() * 3);
+        for (i, (a, b)) in remotes.iter().enumerate() {
+            let (call, la, lb) = (
+                format!("load-{i}"),
+                format!("load-{i}-a"),
+                format!("load-{i}-b"),
+            );
+            requests.push(
+                json!({"cmd": "create_leg", "call": call, "leg": la, "remote": a.to_string()}),
+            );
+            requests.push(
+                json!({"cmd": "create_leg", "call": call, "leg": lb, "remote": b.to_string()}),
+            );
+            requests.push(json!({"cmd": "bridge", "a": la, "b": lb}));
+        }
+        let (replies, elapsed) = self.pipeline(requests)?;
+        let mut relay = Vec::with_capacity(remotes.len());
+        for call in replies.chunks(3) {
+            let a = leg_address(&call[0])?;
+            let b = leg_address(&call[1])?;
+            relay.push((a, b));
+        }
         Ok(Setup { relay, elapsed })
+    }
+
+    /// Creates one call with one G.711 µ-law leg per remote (call and leg
+    /// `moh-<i>`, the remote trusted so it needs no latching), pipelined; returns
+    /// rtpark's address per leg and the time it took.
+    /// `media_timeout` (seconds) is passed on when given: held legs that never send
+    /// would otherwise all time out together, possibly inside the window.
+    pub fn create_moh_legs(
+        &mut self,
+        remotes: &[SocketAddr],
+        media_timeout: Option<u32>,
+    ) -> Result<(Vec<SocketAddr>, Duration), String> {
+        let requests = remotes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut req = json!({"cmd": "create_leg", "call": format!("moh-{i}"), "leg": format!("moh-{i}"),
+                       "remote": r.to_string(), "trust_address": true,
+                       "codecs": [{"pt": 0, "name": "PCMU", "rate": 8000}]});
+                if let Some(t) = media_timeout {
+                    req["media_timeout"] = json!(t);
+                }
+                req
+            })
+            .collect();
+        let (replies, elapsed) = self.pipeline(requests)?;
+        let addrs = replies
+            .iter()
+            .map(leg_address)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((addrs, elapsed))
+    }
+
+    /// Puts legs `moh-0` .. `moh-<n-1>` on hold (class `class`, or rtpark's default),
+    /// pipelined; returns the time it took.
+    pub fn hold_legs(&mut self, n: usize, class: Option<&str>) -> Result<Duration, String> {
+        let requests = (0..n)
+            .map(|i| {
+                let mut r = json!({"cmd": "hold", "leg": format!("moh-{i}")});
+                if let Some(c) = class {
+                    r["class"] = json!(c);
+                }
+                r
+            })
+            .collect();
+        Ok(self.pipeline(requests)?.1)
+    }
+}
+
+/// rtpark's RTP address in a `create_leg` reply.
+fn leg_address(v: &Value) -> Result<SocketAddr, String> {
+    let port = v["rtp_port"].as_u64().unwrap_or(0) as u16;
+    let ip: IpAddr = v["ip"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    if port == 0 {
+        return Err(format!("create_leg reply without rtp_port: {v}"));
+    }
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Waits (up to `limit`) until rtpark's log says its start-up media encodings are
+/// ready, so memory readings taken afterwards do not include them growing; returns
+/// the seconds the log says they took (`None`: not seen in time).
+pub fn wait_media_ready(log: &Path, limit: Duration) -> Option<f64> {
+    const NEEDLE: &str = "media: encodings at";
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(NEEDLE)) {
+            // "... media: encodings at 20 ms ready in 0.0 s"
+            let secs = line
+                .rsplit(" in ")
+                .next()
+                .and_then(|t| t.trim().trim_end_matches('s').trim().parse().ok());
+            return Some(secs.unwrap_or(0.0));
+        }
+        if Instant::now() > deadline || crate::sys::stopping() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
