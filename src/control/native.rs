@@ -732,8 +732,8 @@ mod tests {
         for c in COMMANDS {
             assert!(e.message.contains(c), "{c} not listed");
         }
-        let (_, e) = err(r#"{"cmd":"park"}"#);
-        assert!(e.message.contains("later protocol version"));
+        let (_, e) = err(r#"{"cmd":"unpark"}"#);
+        assert!(e.message.contains("retrieve"), "{}", e.message);
     }
 
     #[test]
