@@ -121,11 +121,26 @@ pub struct Uring {
     /// Media sends in flight, by slot; `media_free` lists the empty slots.
     media: Vec<Option<Box<MediaSend>>>,
     media_free: Vec<u32>,
+    /// Completed media sends, kept for reuse.
+    media_pool: Vec<Box<MediaSend>>,
 }
 
 // SAFETY: the raw pointers refer to memory owned by this struct (mappings and
 // boxes); the worker moves the backend to its thread once and uses it only there.
 unsafe impl Send for Uring {}
+
+/// The soft RLIMIT_NOFILE (0 if it cannot be read).
+fn nofile_limit() -> u32 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return 0;
+    }
+    u32::try_from(rl.rlim_cur).unwrap_or(u32::MAX)
+}
 
 fn user_data(op: u64, low: u64) -> u64 {
     (low & !OP_MASK) | (op << OP_SHIFT)
@@ -176,18 +191,18 @@ impl Uring {
             stats: BackendStats::default(),
             media: Vec::new(),
             media_free: Vec::new(),
+            media_pool: Vec::new(),
             fixed_by_fd: Vec::new(),
             fixed_slots: 0,
         };
         // Two sockets per leg; a table of 64 Ki slots covers 32 Ki legs per worker.
         // Without it (old kernels) every SQE names its socket by fd instead.
-        if this
-            .ring
-            .submitter()
-            .register_files_sparse(FIXED_SLOTS)
-            .is_ok()
-        {
-            this.fixed_slots = FIXED_SLOTS;
+        // The kernel refuses a table larger than RLIMIT_NOFILE.
+        let slots = FIXED_SLOTS.min(nofile_limit());
+        if slots > 0 && this.ring.submitter().register_files_sparse(slots).is_ok() {
+            this.fixed_slots = slots;
+        } else {
+            log::warn!("io_uring: no registered-file table; sockets are looked up per request");
         }
         for bid in 0..nbufs {
             this.recycle(bid);
@@ -411,8 +426,10 @@ impl Uring {
                         self.stats.send_errors += 1;
                     }
                     let slot = (ud & 0x0fff_ffff) as usize;
-                    if let Some(m) = self.media.get_mut(slot).and_then(Option::take) {
-                        drop(m);
+                    if let Some(mut m) = self.media.get_mut(slot).and_then(Option::take) {
+                        // Release the shared frame now; keep the box for the next send.
+                        m.payload = Bytes::new();
+                        self.media_pool.push(m);
                         self.media_free.push(slot as u32);
                     }
                 }
@@ -529,14 +546,24 @@ impl PacketIo for Uring {
                 self.media.len() - 1
             }
         };
-        // SAFETY: all-zero is a valid value for these C structs.
-        let mut m = Box::new(MediaSend {
-            header,
-            payload,
-            iov: unsafe { std::mem::zeroed() },
-            addr: unsafe { std::mem::zeroed() },
-            hdr: unsafe { std::mem::zeroed() },
-        });
+        // Boxes are reused: no allocation per packet once the pool is warm.
+        let mut m = match self.media_pool.pop() {
+            Some(mut m) => {
+                m.header = header;
+                m.payload = payload;
+                // SAFETY: all-zero is a valid msghdr.
+                m.hdr = unsafe { std::mem::zeroed() };
+                m
+            }
+            // SAFETY: all-zero is a valid value for these C structs.
+            None => Box::new(MediaSend {
+                header,
+                payload,
+                iov: unsafe { std::mem::zeroed() },
+                addr: unsafe { std::mem::zeroed() },
+                hdr: unsafe { std::mem::zeroed() },
+            }),
+        };
         m.iov = [
             libc::iovec {
                 iov_base: m.header.as_mut_ptr().cast(),
