@@ -35,6 +35,9 @@ use std::time::Duration;
 const CLOCK_RATE: u64 = 8000;
 /// Payload bytes of a 20 ms G.711 packet.
 const G711_PAYLOAD: usize = 160;
+/// Unit of the stored deviations: 100 ns keeps ±214 s in an i32 (a saturated
+/// sender can fall seconds behind).
+const DEV_UNIT_NS: i64 = 100;
 
 /// Receive state of one leg (one generator socket).
 #[derive(Default)]
@@ -57,7 +60,7 @@ struct LegRx {
     count: u64,
     /// Last arrival in the window (realtime ns), for inter-arrival times.
     last_arrival: u64,
-    /// Arrival minus ideal arrival of each window packet, ns.
+    /// Arrival minus ideal arrival of each window packet, in [`DEV_UNIT_NS`].
     devs: Vec<i32>,
     /// Inter-arrival times in the window, ns.
     inter: Vec<u32>,
@@ -180,7 +183,8 @@ impl Sink for HoldSink {
                 leg.min_rel = leg.min_rel.min(rel);
                 leg.max_rel = leg.max_rel.max(rel);
                 let ideal = a0 as i64 + rel * 1_000_000_000 / CLOCK_RATE as i64;
-                let dev = (at as i64 - ideal).clamp(i32::MIN as i64, i32::MAX as i64);
+                let dev =
+                    ((at as i64 - ideal) / DEV_UNIT_NS).clamp(i32::MIN as i64, i32::MAX as i64);
                 leg.devs.push(dev as i32);
                 leg.inter
                     .push(at.saturating_sub(leg.last_arrival).min(u32::MAX as u64) as u32);
@@ -659,9 +663,9 @@ fn report(
             continue;
         }
         expected += ((leg.max_rel - leg.min_rel) / spp + 1) as u64;
-        let min = leg.devs.iter().copied().min().unwrap_or(0) as i64;
+        let min = leg.devs.iter().copied().min().unwrap_or(0) as i64 * DEV_UNIT_NS;
         for &d in &leg.devs {
-            let d = d as i64;
+            let d = d as i64 * DEV_UNIT_NS;
             early_max = early_max.max(-d);
             late_max = late_max.max(d);
             dev_abs.push(d.unsigned_abs() / 1000);
