@@ -121,7 +121,9 @@ pub struct Uring {
     /// Media sends in flight, by slot; `media_free` lists the empty slots.
     media: Vec<Option<Box<MediaSend>>>,
     media_free: Vec<u32>,
-    /// Completed media sends, kept for reuse.
+    /// Completed media sends, kept for reuse. Boxed on purpose: an in-flight
+    /// send needs a stable address, and reusing the box avoids an allocation.
+    #[allow(clippy::vec_box)]
     media_pool: Vec<Box<MediaSend>>,
 }
 
