@@ -307,12 +307,7 @@ impl Engine {
         parker: Option<String>,
     ) -> Result<Reply, ControlError> {
         let mut dir = lock(&self.dir);
-        let lot_cfg = dir.lots.lot(lot).cloned().ok_or_else(|| {
-            ControlError::new(
-                ErrorCode::UnknownLot,
-                format!("no parking lot `{lot}`; list_lots shows the lots"),
-            )
-        })?;
+        let lot_cfg = lot_of(&dir, lot)?;
         let (w, key) = leg_of(&dir, leg)?;
         let call = dir
             .legs
@@ -401,12 +396,7 @@ impl Engine {
 
     fn retrieve(&self, leg: &str, lot: &str, slot: Option<u32>) -> Result<Reply, ControlError> {
         let mut dir = lock(&self.dir);
-        let lot_cfg = dir.lots.lot(lot).cloned().ok_or_else(|| {
-            ControlError::new(
-                ErrorCode::UnknownLot,
-                format!("no parking lot `{lot}`; list_lots shows the lots"),
-            )
-        })?;
+        let lot_cfg = lot_of(&dir, lot)?;
         leg_of(&dir, leg)?;
         if let Some(p) = dir.lots.find_leg(leg) {
             return Err(ControlError::new(
@@ -1081,6 +1071,15 @@ fn leg_info(ctx: &WorkerCtx, key: LegKey) -> Option<LegInfo> {
         },
         peer,
         counters: leg.counters,
+    })
+}
+
+fn lot_of(dir: &Directory, lot: &str) -> Result<crate::session::park::LotConfig, ControlError> {
+    dir.lots.lot(lot).cloned().ok_or_else(|| {
+        ControlError::new(
+            ErrorCode::UnknownLot,
+            format!("no parking lot `{lot}`; list_lots shows the lots"),
+        )
     })
 }
 

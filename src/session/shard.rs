@@ -461,13 +461,7 @@ impl Shard {
             silent,
         } = update;
         if let Some(remote) = remote.filter(|r| leg.config.remote != Some(*r)) {
-            if leg.rtp_destination().is_none() {
-                if let Source::Media(pb) = &leg.source {
-                    // Media waiting for an address can start now.
-                    self.media_due
-                        .push(Reverse((now, key.index, key.generation, pb.serial)));
-                }
-            }
+            wake_waiting_media(&mut self.media_due, key, leg, now);
             leg.config.remote = Some(remote);
             if leg.config.latch == LatchPolicy::Learn {
                 leg.relatch_until = Some(now.checked_add(window).unwrap_or(now));
@@ -612,17 +606,7 @@ impl Shard {
                         || relatch_open(leg, now)
                         || leg.ssrc == Some(header.ssrc)
                     {
-                        if leg.latched_rtp.is_none() && leg.config.remote.is_none() {
-                            // Media waiting for an address can start now.
-                            if let Source::Media(pb) = &leg.source {
-                                self.media_due.push(Reverse((
-                                    now,
-                                    key.index,
-                                    key.generation,
-                                    pb.serial,
-                                )));
-                            }
-                        }
+                        wake_waiting_media(&mut self.media_due, key, leg, now);
                         leg.latched_rtp = Some(from);
                         sync_connections(
                             &self.config,
@@ -1093,6 +1077,22 @@ fn held_dtmf(key: LegKey, leg: &mut Leg, header: &RtpHeader, buf: &[u8]) -> Opti
         digit: ev.digit()?,
         duration_ms: ev.duration as u32 * 1000 / rate,
     })
+}
+
+/// Media played to a leg with no address waits, rechecked once a second; call
+/// this just before the leg gets an address so its media starts at once.
+fn wake_waiting_media(
+    media_due: &mut BinaryHeap<Reverse<(Instant, u32, u32, u32)>>,
+    key: LegKey,
+    leg: &Leg,
+    now: Instant,
+) {
+    if leg.rtp_destination().is_some() {
+        return;
+    }
+    if let Source::Media(pb) = &leg.source {
+        media_due.push(Reverse((now, key.index, key.generation, pb.serial)));
+    }
 }
 
 /// Remembers a `Resume` class's position when its playback ends.
