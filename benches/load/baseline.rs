@@ -156,18 +156,7 @@ pub fn spawn(
         input.push_str(&format!("{a} {b}\n"));
     }
     input.push('\n');
-    let stdin = child.stdin.as_mut().ok_or("baseline child has no stdin")?;
-    stdin
-        .write_all(input.as_bytes())
-        .and_then(|_| stdin.flush())
-        .map_err(|e| format!("cannot write to baseline relay: {e}"))?;
-    let stdout = child.stdout.take().ok_or("baseline child has no stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(|e| format!("cannot read baseline relay ports: {e}"))?;
-    let v: serde_json::Value = serde_json::from_str(&line)
-        .map_err(|e| format!("baseline relay said {line:?} instead of its ports: {e}"))?;
+    let v = child_handshake(child, &input, "baseline relay")?;
     let ports: Vec<(u16, u16)> = v["ports"]
         .as_array()
         .map(|a| {
@@ -184,4 +173,25 @@ pub fn spawn(
         ));
     }
     Ok((engine, ports))
+}
+
+/// Writes `input` to a baseline child's stdin and reads its one-line JSON answer
+/// (the ports it bound) from stdout.
+pub fn child_handshake(
+    child: &mut std::process::Child,
+    input: &str,
+    what: &str,
+) -> Result<serde_json::Value, String> {
+    let stdin = child.stdin.as_mut().ok_or("baseline child has no stdin")?;
+    stdin
+        .write_all(input.as_bytes())
+        .and_then(|_| stdin.flush())
+        .map_err(|e| format!("cannot write to the {what}: {e}"))?;
+    let stdout = child.stdout.take().ok_or("baseline child has no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the {what}'s ports: {e}"))?;
+    serde_json::from_str(&line)
+        .map_err(|e| format!("{what} said {line:?} instead of its ports: {e}"))
 }

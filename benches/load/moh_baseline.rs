@@ -227,18 +227,7 @@ pub fn spawn(
         input.push_str(&format!("{p}\n"));
     }
     input.push('\n');
-    let stdin = child.stdin.as_mut().ok_or("baseline child has no stdin")?;
-    stdin
-        .write_all(input.as_bytes())
-        .and_then(|_| stdin.flush())
-        .map_err(|e| format!("cannot write to the MOH baseline: {e}"))?;
-    let stdout = child.stdout.take().ok_or("baseline child has no stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(|e| format!("cannot read the MOH baseline's ports: {e}"))?;
-    let v: serde_json::Value = serde_json::from_str(&line)
-        .map_err(|e| format!("MOH baseline said {line:?} instead of its ports: {e}"))?;
+    let v = crate::baseline::child_handshake(child, &input, "MOH baseline")?;
     let ports: Vec<u16> = v["ports"]
         .as_array()
         .map(|a| {
