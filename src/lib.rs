@@ -8,4 +8,5 @@ pub mod control;
 pub mod io;
 pub mod media;
 pub mod rtp;
+pub mod sdp;
 pub mod session;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use rtpark::control::native::fuzzing::check_native_request;
 use rtpark::rtp::fuzzing::{check_rtcp_compound, check_rtp_header};
+use rtpark::sdp::fuzzing::check_sdp_rewrite;
 
 /// The property check a fuzz target runs on one input; panics on a violation.
 type Check = fn(&[u8]);
@@ -19,6 +20,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("rtp_header", check_rtp_header),
     ("rtcp_compound", check_rtcp_compound),
     ("native_control", check_native_request),
+    ("sdp_rewrite", check_sdp_rewrite),
 ];
 
 fn corpus_files(target: &str) -> Vec<PathBuf> {
