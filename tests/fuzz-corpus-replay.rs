@@ -9,6 +9,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use rtpark::control::native::fuzzing::check_native_request;
+use rtpark::control::ng::fuzzing::{check_bencode, check_ng_request};
 use rtpark::rtp::fuzzing::{check_rtcp_compound, check_rtp_header};
 use rtpark::sdp::fuzzing::check_sdp_rewrite;
 
@@ -21,6 +22,8 @@ const TARGETS: &[(&str, Check)] = &[
     ("rtcp_compound", check_rtcp_compound),
     ("native_control", check_native_request),
     ("sdp_rewrite", check_sdp_rewrite),
+    ("bencode", check_bencode),
+    ("ng_request", check_ng_request),
 ];
 
 fn corpus_files(target: &str) -> Vec<PathBuf> {

@@ -1,7 +1,9 @@
 //! The command model every control front end parses into, and the replies and
 //! events they format. No IO: `io` executes commands against the workers.
 
+pub mod bencode;
 pub mod native;
+pub mod ng;
 
 pub use crate::session::{Codec, LegCounters};
 use serde::Serialize;
