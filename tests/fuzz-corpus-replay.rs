@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use rtpark::control::native::fuzzing::check_native_request;
 use rtpark::control::ng::fuzzing::{check_bencode, check_ng_request};
+use rtpark::control::rtpproxy::fuzzing::check_rtpproxy_command;
 use rtpark::rtp::fuzzing::{check_rtcp_compound, check_rtp_header};
 use rtpark::sdp::fuzzing::check_sdp_rewrite;
 
@@ -24,6 +25,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("sdp_rewrite", check_sdp_rewrite),
     ("bencode", check_bencode),
     ("ng_request", check_ng_request),
+    ("rtpproxy_command", check_rtpproxy_command),
 ];
 
 fn corpus_files(target: &str) -> Vec<PathBuf> {

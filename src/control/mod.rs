@@ -4,6 +4,7 @@
 pub mod bencode;
 pub mod native;
 pub mod ng;
+pub mod rtpproxy;
 
 pub use crate::session::{Codec, LegCounters};
 use serde::Serialize;
