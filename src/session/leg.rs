@@ -214,6 +214,33 @@ pub struct Leg {
     pub resume: Vec<(String, u64)>,
     /// Timestamp of the last DTMF event reported, to report each event once.
     pub last_dtmf: Option<u32>,
+    /// What happens to the endpoint's own audio on its way to the peer.
+    pub ingress: Ingress,
+}
+
+/// What happens to a leg's own audio on its way to its peer (the ng protocol's
+/// `block media` and `silence media`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Ingress {
+    /// Relayed as received.
+    #[default]
+    Relay,
+    /// Dropped and counted: the peer hears nothing from this leg.
+    Block,
+    /// Relayed with a silent payload, keeping the peer's stream and timing
+    /// (G.711 in place; packets of other codecs and DTMF events are dropped).
+    Silence,
+}
+
+/// The payload byte of digital silence in a G.711 codec, if `name` is one.
+pub fn g711_silence_byte(name: &str) -> Option<u8> {
+    if name.eq_ignore_ascii_case("PCMU") {
+        Some(0xff)
+    } else if name.eq_ignore_ascii_case("PCMA") {
+        Some(0xd5)
+    } else {
+        None
+    }
 }
 
 impl Leg {
@@ -231,6 +258,18 @@ impl Leg {
     /// The clock rate of the endpoint's RFC 4733 events, if signalled.
     pub fn dtmf_rate(&self) -> Option<u32> {
         self.dtmf_codec().map(|c| c.rate)
+    }
+
+    /// The silence byte for G.711 payload type `pt` as signalled (or static).
+    pub fn silence_byte(&self, pt: u8) -> Option<u8> {
+        match self.config.codecs.iter().find(|c| c.pt == pt) {
+            Some(c) => g711_silence_byte(&c.name),
+            None => match pt {
+                0 => Some(0xff),
+                8 => Some(0xd5),
+                _ => None,
+            },
+        }
     }
 
     fn dtmf_codec(&self) -> Option<&Codec> {
@@ -288,6 +327,8 @@ pub struct LegCounters {
     pub dropped_no_route: u64,
     /// Packets dropped because the leg or its peer is on hold or hearing media.
     pub dropped_held: u64,
+    /// Packets dropped because the leg's media is blocked (or cannot be silenced).
+    pub dropped_blocked: u64,
     /// Pre-encoded media packets sent to the endpoint.
     pub media_out: u64,
 }

@@ -13,9 +13,10 @@ pub mod playback;
 mod shard;
 
 pub use leg::{
-    Codec, EgressContext, LastSent, LatchPolicy, Leg, LegConfig, LegCounters, LegUpdate,
+    g711_silence_byte, Codec, EgressContext, Ingress, LastSent, LatchPolicy, Leg, LegConfig,
+    LegCounters, LegUpdate,
 };
-pub use playback::{After, Frames, JoinMode, Program, Source, Transmit};
+pub use playback::{After, Frames, JoinMode, Program, Repeated, Source, Transmit};
 pub use shard::{
     DropReason, Forward, LegKey, SessionError, SessionEvent, Shard, ShardConfig, SocketKind,
     SocketOp, Verdict,

@@ -209,3 +209,40 @@ impl Frames for FrameList {
         self.clock_rate
     }
 }
+
+/// Another program's frames from a start frame, a fixed number of times
+/// (the ng protocol's `start-pos` and `repeat-times`).
+#[derive(Debug, Clone)]
+pub struct Repeated {
+    /// The frames repeated.
+    pub inner: Arc<dyn Frames>,
+    /// Frame the first pass starts at (later passes start at 0).
+    pub start: usize,
+    /// Number of passes (at least one).
+    pub times: usize,
+}
+
+impl Frames for Repeated {
+    fn frame_count(&self) -> usize {
+        let n = self.inner.frame_count();
+        n.saturating_mul(self.times.max(1))
+            .saturating_sub(self.start.min(n))
+    }
+    fn frame(&self, index: usize) -> Bytes {
+        let n = self.inner.frame_count();
+        if n == 0 {
+            return Bytes::new();
+        }
+        self.inner
+            .frame(index.saturating_add(self.start.min(n)) % n)
+    }
+    fn samples_per_frame(&self) -> u32 {
+        self.inner.samples_per_frame()
+    }
+    fn ptime(&self) -> Duration {
+        self.inner.ptime()
+    }
+    fn clock_rate(&self) -> u32 {
+        self.inner.clock_rate()
+    }
+}

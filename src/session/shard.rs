@@ -1,6 +1,8 @@
 //! The legs one worker owns, and the per-packet decision.
 
-use super::leg::{EgressContext, LastSent, LatchPolicy, Leg, LegConfig, LegCounters, LegUpdate};
+use super::leg::{
+    EgressContext, Ingress, LastSent, LatchPolicy, Leg, LegConfig, LegCounters, LegUpdate,
+};
 use super::playback::{After, JoinMode, Playback, Program, Source, Transmit};
 use crate::rtp::{self, RtpHeader};
 use std::cmp::Reverse;
@@ -97,6 +99,8 @@ pub enum DropReason {
     UnknownLeg,
     /// The leg is on hold, or its peer hears other media.
     Held,
+    /// The leg's media is blocked (or is a codec that cannot be silenced).
+    Blocked,
 }
 
 /// A socket change the io layer must make before relaying more packets.
@@ -384,6 +388,7 @@ impl Shard {
             held: false,
             resume: Vec::new(),
             last_dtmf: None,
+            ingress: Ingress::Relay,
         };
         self.insert_leg(now, leg)
     }
@@ -641,6 +646,10 @@ impl Shard {
             }
             return Verdict::Drop(DropReason::Held);
         }
+        if leg.ingress != Ingress::Relay && !silence_in_place(leg, &header, buf) {
+            leg.counters.dropped_blocked += 1;
+            return Verdict::Drop(DropReason::Blocked);
+        }
         let Some(peer_key) = leg.peer else {
             leg.counters.dropped_no_route += 1;
             return Verdict::Drop(DropReason::NoRoute);
@@ -834,6 +843,31 @@ impl Shard {
     /// The next socket change for the io layer.
     pub fn poll_socket_op(&mut self) -> Option<SocketOp> {
         self.socket_ops.pop_front()
+    }
+}
+
+/// For a leg whose media is silenced, overwrites a G.711 payload with digital
+/// silence; false when the packet must be dropped instead (blocked, another
+/// codec, or a DTMF event).
+fn silence_in_place(leg: &Leg, header: &RtpHeader, buf: &mut [u8]) -> bool {
+    if leg.ingress != Ingress::Silence {
+        return false;
+    }
+    let Some(byte) = leg.silence_byte(header.payload_type) else {
+        return false;
+    };
+    let end = header.payload_offset.saturating_add(header.payload_len);
+    if let Some(payload) = buf.get_mut(header.payload_offset..end) {
+        payload.fill(byte);
+    }
+    true
+}
+
+impl Shard {
+    /// Sets what happens to `key`'s own audio on its way to its peer.
+    pub fn set_ingress(&mut self, key: LegKey, ingress: Ingress) -> Result<(), SessionError> {
+        self.leg_mut(key).ok_or(SessionError::UnknownLeg)?.ingress = ingress;
+        Ok(())
     }
 }
 
