@@ -146,8 +146,38 @@ pub struct Library {
     classes: BTreeMap<String, Class>,
     announcements: BTreeMap<String, Arc<Clip>>,
     encoded: Mutex<HashMap<(u64, Codec, u32), Arc<EncodedClip>>>,
+    /// Audio files played by path (the rtpproxy and ng protocols), decoded once
+    /// and kept while their size and modification time stay the same.
+    files: Mutex<HashMap<PathBuf, (FileStamp, Arc<Clip>)>>,
     cache_dir: Option<PathBuf>,
     opus_bitrate: u32,
+}
+
+/// What identifies a version of a file played by path.
+type FileStamp = (u64, Option<std::time::SystemTime>);
+
+/// Largest file or blob played by path or sent in a control message.
+pub const MAX_PLAY_FILE_BYTES: u64 = 64 << 20;
+
+fn file_stamp(path: &Path) -> Result<FileStamp, MediaError> {
+    let meta = std::fs::metadata(path).map_err(|e| MediaError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(MediaError::Io {
+            file: path.display().to_string(),
+            reason: "not a regular file".into(),
+        });
+    }
+    if meta.len() > MAX_PLAY_FILE_BYTES {
+        return Err(MediaError::Unsupported {
+            file: path.display().to_string(),
+            reason: format!(
+                "{} bytes is larger than the {} MiB limit for files played by path",
+                meta.len(),
+                MAX_PLAY_FILE_BYTES >> 20
+            ),
+        });
+    }
+    Ok((meta.len(), meta.modified().ok()))
 }
 
 /// A class's frames in one codec with what a listener needs to join it.
@@ -377,9 +407,115 @@ impl Library {
             classes,
             announcements,
             encoded: Mutex::new(HashMap::new()),
+            files: Mutex::new(HashMap::new()),
             cache_dir: config.cache_dir.clone(),
             opus_bitrate: config.opus_bitrate,
         }
+    }
+
+    /// An audio file's frames in `codec` at `ptime`: decoded once (again only
+    /// when the file changes), encoded once, cached like any MOH file.
+    pub fn file(
+        &self,
+        path: &Path,
+        codec: Codec,
+        ptime: u32,
+    ) -> Result<Arc<EncodedClip>, MediaError> {
+        let stamp = file_stamp(path)?;
+        let known = self.files.lock().ok().and_then(|m| {
+            m.get(path)
+                .filter(|(s, _)| *s == stamp)
+                .map(|(_, c)| c.clone())
+        });
+        let clip = match known {
+            Some(c) => c,
+            None => {
+                let clip = Arc::new(load_file(path)?);
+                if let Ok(mut m) = self.files.lock() {
+                    m.insert(path.to_owned(), (stamp, clip.clone()));
+                }
+                clip
+            }
+        };
+        self.encoded(clip.hash, codec, ptime, || Ok(clip.pcm.as_ref().clone()))
+    }
+
+    /// Audio sent in a control message (the ng protocol's `blob`), in `codec` at `ptime`.
+    pub fn blob(
+        &self,
+        bytes: &[u8],
+        codec: Codec,
+        ptime: u32,
+    ) -> Result<Arc<EncodedClip>, MediaError> {
+        if bytes.len() as u64 > MAX_PLAY_FILE_BYTES {
+            return Err(MediaError::Unsupported {
+                file: "(blob)".into(),
+                reason: format!("larger than the {} MiB limit", MAX_PLAY_FILE_BYTES >> 20),
+            });
+        }
+        let hash = content_hash(&[b"blob", bytes]);
+        self.encoded(hash, codec, ptime, || decode_bytes(bytes, None))
+    }
+
+    /// A prompt pre-encoded in rtpproxy's raw layout: `<base>.<pt>` holds bare
+    /// G.711 or G.722 payload, packetised here at `ptime`. `None` when there is
+    /// no such file for `codec`.
+    pub fn raw_prompt(
+        &self,
+        base: &Path,
+        codec: Codec,
+        ptime: u32,
+    ) -> Option<Result<Arc<EncodedClip>, MediaError>> {
+        let pt = match codec {
+            Codec::Pcmu => 0,
+            Codec::Pcma => 8,
+            Codec::G722 => 9,
+            Codec::Opus => return None,
+        };
+        let mut name = base.as_os_str().to_owned();
+        name.push(format!(".{pt}"));
+        let path = PathBuf::from(name);
+        if !path.is_file() {
+            return None;
+        }
+        Some(self.raw_file(&path, codec, ptime))
+    }
+
+    fn raw_file(
+        &self,
+        path: &Path,
+        codec: Codec,
+        ptime: u32,
+    ) -> Result<Arc<EncodedClip>, MediaError> {
+        file_stamp(path)?;
+        let bytes = std::fs::read(path).map_err(|e| MediaError::io(path, e))?;
+        // 64 kbit/s for all three codecs: 8 bytes per millisecond.
+        let frame = 8 * ptime as usize;
+        if bytes.len() < frame {
+            return Err(MediaError::Empty {
+                file: path.display().to_string(),
+            });
+        }
+        let hash = content_hash(&[b"raw", &bytes]);
+        let key = (hash, codec, ptime);
+        if let Some(hit) = self.encoded.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(hit);
+        }
+        let count = bytes.len() / frame;
+        let frames = (0..count)
+            .map(|i| ((i * frame) as u32, frame as u32))
+            .collect();
+        let clip = Arc::new(EncodedClip {
+            codec,
+            ptime_ms: ptime,
+            frame_count: count,
+            data: bytes::Bytes::from(bytes),
+            frames,
+        });
+        if let Ok(mut m) = self.encoded.lock() {
+            m.insert(key, clip.clone());
+        }
+        Ok(clip)
     }
 
     /// Whether a class is loaded and playable.
