@@ -707,6 +707,7 @@ fn success_replies() {
         ssrc: Some(0xdead_beef),
         peer: Some("b".into()),
         state: "live",
+        media_timed_out: false,
         counters,
     };
     let call = CallInfo {
@@ -739,9 +740,10 @@ fn success_replies() {
             json!({"ok": true, "call": "c1", "age_secs": 1.5, "legs": [{
                 "leg": "a", "rtp_port": 30000, "rtcp_port": 30001, "remote": "[::1]:5000",
                 "latched": null, "ssrc": 3735928559u32, "peer": "b", "state": "live",
+                "media_timed_out": false,
                 "counters": {"rtp_in": 10, "rtp_in_bytes": 0, "rtp_out": 9, "rtcp_in": 0,
                     "rtcp_out": 0, "dropped_foreign": 0, "dropped_malformed": 0, "dropped_no_route": 0,
-                    "dropped_held": 0, "media_out": 0}
+                    "dropped_held": 0, "dropped_blocked": 0, "media_out": 0}
             }]}),
         ),
         (

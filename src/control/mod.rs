@@ -106,10 +106,64 @@ pub enum Command {
         /// The slot; the longest-waiting call when absent.
         slot: Option<u32>,
     },
+    /// Play a file, a blob or a library entry to a leg, a number of times or
+    /// until stopped (the rtpproxy `P` and ng `play media` commands).
+    PlayMedia(PlayMedia),
+    /// End media started by `PlayMedia` or `Play`; the leg hears its peer again
+    /// (a hold, if any, is left alone).
+    StopMedia {
+        /// The leg.
+        leg: String,
+    },
+    /// Decide what happens to a leg's own audio on its way to its peer.
+    SetIngress {
+        /// The leg whose audio is blocked, silenced or relayed again.
+        leg: String,
+        /// What happens to it.
+        ingress: crate::session::Ingress,
+    },
     /// List parked calls.
     ListParked,
     /// List parking lots.
     ListLots,
+}
+
+/// Media to play, by where it comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaRef {
+    /// A MOH class or an announcement of the library.
+    Named(String),
+    /// An audio file (WAV, FLAC, MP3, Ogg), decoded once and cached.
+    File(std::path::PathBuf),
+    /// rtpproxy's prompt resolution: pre-encoded `<path>.<pt>` files, else an
+    /// audio file at the path, else the library entry named by its base name.
+    Prompt(std::path::PathBuf),
+    /// Audio file contents sent in the command.
+    Blob(Vec<u8>),
+}
+
+/// How many times media plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeat {
+    /// This many times (at least once).
+    Times(u32),
+    /// Until stopped.
+    Forever,
+}
+
+/// Arguments of [`Command::PlayMedia`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlayMedia {
+    /// The leg that hears it.
+    pub leg: String,
+    /// What to play.
+    pub media: MediaRef,
+    /// How often.
+    pub repeat: Repeat,
+    /// Where the first pass starts, in milliseconds.
+    pub start_ms: u64,
+    /// Also hold the leg: its own audio reaches no one meanwhile.
+    pub hold: bool,
 }
 
 /// What the peer of a held leg hears.
@@ -318,6 +372,11 @@ pub enum Reply {
         /// Classes and announcements.
         media: Vec<crate::media::library::MediaInfo>,
     },
+    /// Media started playing.
+    Playing {
+        /// Length of one pass, in milliseconds.
+        duration_ms: u64,
+    },
     /// The connection now carries events.
     Subscribed {
         /// Always `true`.
@@ -371,6 +430,8 @@ pub struct LegInfo {
     /// `live`, `idle` (no peer), `held`, `playing` (an announcement or music
     /// without hold) or `silent` (its peer is held and it hears nothing).
     pub state: &'static str,
+    /// No RTP arrived for the media timeout (cleared by the next packet).
+    pub media_timed_out: bool,
     /// Packet and byte counters.
     pub counters: LegCounters,
 }

@@ -9,12 +9,13 @@ use crate::control::{
     CallInfo, Command, ControlError, CreateLeg, ErrorCode, Event, LegCounters, LegCreated, LegInfo,
     Reply, Stats, UpdateLeg,
 };
-use crate::control::{PeerHears, Then};
+use crate::control::{MediaRef, PeerHears, PlayMedia, Repeat, Then};
 use crate::media::library::Library;
 use crate::media::{Codec, MediaError};
 use crate::session::park::{GiveUpReason, ParkError, ParkEvent, ParkingLots};
 use crate::session::{
-    After, LatchPolicy, LegConfig, LegKey, LegUpdate, Program, SessionEvent, Source,
+    After, Frames, LatchPolicy, LegConfig, LegKey, LegUpdate, Program, Repeated, SessionEvent,
+    Source,
 };
 use crossbeam_channel::Sender;
 use std::collections::HashMap;
@@ -177,6 +178,16 @@ impl Engine {
         }
     }
 
+    /// Seconds without RTP before a leg's media times out.
+    pub fn media_timeout_secs(&self) -> u64 {
+        self.config.media_timeout.as_secs()
+    }
+
+    /// The address written into SDP.
+    pub fn advertised(&self) -> std::net::IpAddr {
+        self.config.interface.advertised
+    }
+
     /// Stops every worker.
     pub fn shutdown(&self) {
         for w in &self.workers {
@@ -289,6 +300,28 @@ impl Engine {
             } => self.park(&leg, lot.as_deref().unwrap_or("default"), slot, parker),
             Command::Retrieve { leg, lot, slot } => {
                 self.retrieve(&leg, lot.as_deref().unwrap_or("default"), slot)
+            }
+            Command::PlayMedia(p) => {
+                let dir = lock(&self.dir);
+                not_parked(&dir, &p.leg)?;
+                self.play_media(&dir, p)
+            }
+            Command::StopMedia { leg } => {
+                let dir = lock(&self.dir);
+                not_parked(&dir, &leg)?;
+                let (w, key) = leg_of(&dir, &leg)?;
+                self.workers[w]
+                    .call(move |ctx| ctx.shard.stop_media(key, Source::Peer))?
+                    .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
+                Ok(Reply::Done {})
+            }
+            Command::SetIngress { leg, ingress } => {
+                let dir = lock(&self.dir);
+                let (w, key) = leg_of(&dir, &leg)?;
+                self.workers[w]
+                    .call(move |ctx| ctx.shard.set_ingress(key, ingress))?
+                    .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
+                Ok(Reply::Done {})
             }
             Command::ListParked => Ok(Reply::ParkedList {
                 parked: lock(&self.dir).lots.parked(Instant::now()),
@@ -652,6 +685,134 @@ impl Engine {
             .call(move |ctx| ctx.shard.hold(Instant::now(), key, program, peer_program))?
             .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
         Ok(Reply::Done {})
+    }
+
+    /// Resolves `media` to frames in the leg's format: the program's name, its
+    /// frames, and whether it is a MOH class (which plays on the class clock).
+    fn resolve_media(
+        &self,
+        media: &MediaRef,
+        fmt: MediaFormat,
+    ) -> Result<(String, Arc<dyn Frames>, bool), ControlError> {
+        let named = |name: &str| -> Result<(String, Arc<dyn Frames>, bool), ControlError> {
+            if self.library.has_class(name) {
+                let cf = self
+                    .library
+                    .class(name, fmt.codec, fmt.ptime)
+                    .map_err(media_error)?;
+                return Ok((cf.class, cf.frames, true));
+            }
+            let clip = self
+                .library
+                .announcement(name, fmt.codec, fmt.ptime)
+                .map_err(media_error)?;
+            Ok((name.to_owned(), clip, false))
+        };
+        let label = |p: &std::path::Path| p.display().to_string();
+        match media {
+            MediaRef::Named(name) => named(name),
+            MediaRef::File(path) => {
+                let clip = self
+                    .library
+                    .file(path, fmt.codec, fmt.ptime)
+                    .map_err(media_error)?;
+                Ok((label(path), clip, false))
+            }
+            MediaRef::Prompt(path) => {
+                if let Some(raw) = self.library.raw_prompt(path, fmt.codec, fmt.ptime) {
+                    return Ok((label(path), raw.map_err(media_error)?, false));
+                }
+                if path.is_file() {
+                    let clip = self
+                        .library
+                        .file(path, fmt.codec, fmt.ptime)
+                        .map_err(media_error)?;
+                    return Ok((label(path), clip, false));
+                }
+                let base = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or_default();
+                named(base).map_err(|_| {
+                    ControlError::new(
+                        ErrorCode::UnknownMedia,
+                        format!(
+                            "no prompt {0}.{{0,8,9}}, no audio file {0} and no MOH class or announcement `{base}`",
+                            path.display()
+                        ),
+                    )
+                })
+            }
+            MediaRef::Blob(bytes) => {
+                let clip = self
+                    .library
+                    .blob(bytes, fmt.codec, fmt.ptime)
+                    .map_err(media_error)?;
+                Ok(("blob".to_owned(), clip, false))
+            }
+        }
+    }
+
+    fn play_media(&self, dir: &Directory, p: PlayMedia) -> Result<Reply, ControlError> {
+        let (w, key) = leg_of(dir, &p.leg)?;
+        let (fmt, _) = self.media_format(dir, &p.leg)?;
+        let (name, frames, is_class) = self.resolve_media(&p.media, fmt)?;
+        let count = frames.frame_count();
+        if count == 0 {
+            return Err(ControlError::new(
+                ErrorCode::UnknownMedia,
+                format!("{name} has no audio"),
+            ));
+        }
+        let duration_ms = count as u64 * fmt.ptime as u64;
+        let start = (p.start_ms / fmt.ptime.max(1) as u64).min(count as u64 - 1) as usize;
+        let program = if is_class && p.repeat == Repeat::Forever && start == 0 {
+            // A class played until stopped is music on hold: on its class clock.
+            let mut program = self.moh_program(&name, fmt)?;
+            program.name = name;
+            program
+        } else {
+            let (frames, looping): (Arc<dyn Frames>, bool) = match p.repeat {
+                Repeat::Forever if start == 0 => (frames, true),
+                Repeat::Forever => (
+                    Arc::new(Repeated {
+                        inner: frames,
+                        start,
+                        times: 1,
+                    }),
+                    true,
+                ),
+                Repeat::Times(1) if start == 0 => (frames, false),
+                Repeat::Times(n) => (
+                    Arc::new(Repeated {
+                        inner: frames,
+                        start,
+                        times: n.max(1) as usize,
+                    }),
+                    false,
+                ),
+            };
+            Program {
+                name,
+                frames,
+                pt: fmt.pt,
+                join: crate::session::JoinMode::FromStart,
+                epoch: self.started,
+                looping,
+                then: After::Peer,
+            }
+        };
+        let hold = p.hold;
+        self.workers[w]
+            .call(move |ctx| {
+                if hold {
+                    ctx.shard.hold(Instant::now(), key, program, None)
+                } else {
+                    ctx.shard.play(Instant::now(), key, program)
+                }
+            })?
+            .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
+        Ok(Reply::Playing { duration_ms })
     }
 
     fn play(
@@ -1046,6 +1207,7 @@ fn add_counters(t: &mut LegCounters, c: &LegCounters) {
     t.dropped_malformed += c.dropped_malformed;
     t.dropped_no_route += c.dropped_no_route;
     t.dropped_held += c.dropped_held;
+    t.dropped_blocked += c.dropped_blocked;
     t.media_out += c.media_out;
 }
 
@@ -1070,6 +1232,7 @@ fn leg_info(ctx: &WorkerCtx, key: LegKey) -> Option<LegInfo> {
             (Source::Peer, false, false) => "idle",
         },
         peer,
+        media_timed_out: leg.timed_out,
         counters: leg.counters,
     })
 }
