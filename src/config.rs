@@ -4,7 +4,7 @@
 //! errors (a typo must not silently fall back to a default).
 
 use serde::Deserialize;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
@@ -91,6 +91,57 @@ impl std::fmt::Display for ListenAddr {
     }
 }
 
+/// Where a SIP-core protocol (rtpproxy or ng) listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlSocket {
+    /// A Unix stream socket, one command per connection.
+    Unix(PathBuf),
+    /// A Unix stream socket carrying newline-framed commands with cookies (rtpproxy only).
+    Cunix(PathBuf),
+    /// A UDP socket; every command carries a cookie.
+    Udp(SocketAddr),
+}
+
+impl ControlSocket {
+    /// Parses `unix:PATH`, `cunix:PATH` (when `cunix` is allowed) or
+    /// `udp:IP:PORT` (also a bare `IP:PORT`, as rtpengine accepts).
+    pub fn parse(s: &str, cunix: bool) -> Result<ControlSocket, String> {
+        let forms = if cunix {
+            "unix:/path, cunix:/path or udp:IP:PORT"
+        } else {
+            "unix:/path or udp:IP:PORT"
+        };
+        let bad = || format!("`{s}` is not a control socket; write {forms}");
+        if let Some(path) = s.strip_prefix("unix:") {
+            return match path {
+                "" => Err(bad()),
+                p => Ok(ControlSocket::Unix(PathBuf::from(p))),
+            };
+        }
+        if let Some(path) = s.strip_prefix("cunix:") {
+            return match path {
+                "" => Err(bad()),
+                _ if !cunix => Err(bad()),
+                p => Ok(ControlSocket::Cunix(PathBuf::from(p))),
+            };
+        }
+        let addr = s.strip_prefix("udp:").unwrap_or(s);
+        addr.parse::<SocketAddr>()
+            .map(ControlSocket::Udp)
+            .map_err(|_| bad())
+    }
+}
+
+impl std::fmt::Display for ControlSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlSocket::Unix(p) => write!(f, "unix:{}", p.display()),
+            ControlSocket::Cunix(p) => write!(f, "cunix:{}", p.display()),
+            ControlSocket::Udp(a) => write!(f, "udp:{a}"),
+        }
+    }
+}
+
 /// The local media address and the one written into SDP (rtpengine's `IP!ADVERTISED`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interface {
@@ -129,6 +180,8 @@ struct FileConfig {
     port_max: Option<u32>,
     workers: Option<usize>,
     listen_native: Option<String>,
+    listen_rtpproxy: Option<Vec<String>>,
+    listen_ng: Option<Vec<String>>,
     backend: Option<String>,
     log_level: Option<String>,
     media_timeout: Option<u64>,
@@ -189,6 +242,10 @@ pub struct Overrides {
     pub workers: Option<usize>,
     /// `--listen-native unix:PATH`.
     pub listen_native: Option<String>,
+    /// `--listen-rtpproxy unix:PATH|cunix:PATH|udp:IP:PORT`, repeatable.
+    pub listen_rtpproxy: Vec<String>,
+    /// `--listen-ng udp:IP:PORT|unix:PATH`, repeatable.
+    pub listen_ng: Vec<String>,
     /// `--backend auto|io_uring|epoll`.
     pub backend: Option<String>,
     /// `--log-level`.
@@ -208,6 +265,10 @@ pub struct Config {
     pub workers: usize,
     /// Native control socket.
     pub listen_native: ListenAddr,
+    /// rtpproxy-protocol sockets.
+    pub listen_rtpproxy: Vec<ControlSocket>,
+    /// ng-protocol sockets.
+    pub listen_ng: Vec<ControlSocket>,
     /// Packet backend.
     pub backend: BackendChoice,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or an env_logger spec).
@@ -249,6 +310,8 @@ impl Default for Config {
             port_max: 40000,
             workers: 0,
             listen_native: ListenAddr::Unix(PathBuf::from(DEFAULT_NATIVE_SOCKET)),
+            listen_rtpproxy: Vec::new(),
+            listen_ng: Vec::new(),
             backend: BackendChoice::Auto,
             log_level: "info".into(),
             media_timeout: Duration::from_secs(60),
@@ -328,6 +391,33 @@ impl Config {
                 key: "listen_native (--listen-native)",
                 problem,
             })?;
+        }
+        // Flags replace the file's list rather than adding to it.
+        let rtpproxy = match &o.listen_rtpproxy[..] {
+            [] => file.listen_rtpproxy.clone().unwrap_or_default(),
+            flags => flags.to_vec(),
+        };
+        for s in &rtpproxy {
+            c.listen_rtpproxy
+                .push(
+                    ControlSocket::parse(s, true).map_err(|problem| ConfigError::Invalid {
+                        key: "listen_rtpproxy (--listen-rtpproxy)",
+                        problem,
+                    })?,
+                );
+        }
+        let ng = match &o.listen_ng[..] {
+            [] => file.listen_ng.clone().unwrap_or_default(),
+            flags => flags.to_vec(),
+        };
+        for s in &ng {
+            c.listen_ng
+                .push(
+                    ControlSocket::parse(s, false).map_err(|problem| ConfigError::Invalid {
+                        key: "listen_ng (--listen-ng)",
+                        problem,
+                    })?,
+                );
         }
         if let Some(s) = o.backend.as_ref().or(file.backend.as_ref()) {
             c.backend = s.parse().map_err(|problem| ConfigError::Invalid {

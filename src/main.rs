@@ -68,6 +68,12 @@ struct RunArgs {
     /// Native control socket: unix:PATH.
     #[arg(long, value_name = "unix:PATH")]
     listen_native: Option<String>,
+    /// rtpproxy-protocol socket (Kamailio/OpenSIPS rtpproxy module); repeatable.
+    #[arg(long, value_name = "unix:PATH|cunix:PATH|udp:IP:PORT")]
+    listen_rtpproxy: Vec<String>,
+    /// rtpengine ng-protocol socket (Kamailio/OpenSIPS rtpengine module); repeatable.
+    #[arg(long, value_name = "udp:IP:PORT|unix:PATH")]
+    listen_ng: Vec<String>,
     /// Packet backend: auto, io_uring or epoll.
     #[arg(long, value_name = "NAME")]
     backend: Option<String>,
@@ -85,6 +91,8 @@ impl RunArgs {
             port_max: self.port_max,
             workers: self.workers,
             listen_native: self.listen_native,
+            listen_rtpproxy: self.listen_rtpproxy,
+            listen_ng: self.listen_ng,
             backend: self.backend,
             log_level: self.log_level,
         }

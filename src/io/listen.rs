@@ -14,12 +14,17 @@ use std::sync::{Arc, Mutex};
 /// Binds the native control socket at `path` with mode 0660, replacing a stale
 /// socket file but refusing to steal one another process is listening on.
 pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    bind_unix_as(path, "--listen-native")
+}
+
+/// [`bind_unix`] for the socket configured by `flag` (named in error messages).
+pub fn bind_unix_as(path: &Path, flag: &str) -> io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
             std::fs::create_dir_all(dir).map_err(|e| {
                 io::Error::new(
                     e.kind(),
-                    format!("cannot create directory {} for the control socket: {e}; pass --listen-native unix:/some/writable/path.sock", dir.display()),
+                    format!("cannot create directory {} for the control socket: {e}; pass {flag} unix:/some/writable/path.sock", dir.display()),
                 )
             })?;
         }
@@ -28,7 +33,10 @@ pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
         if UnixStream::connect(path).is_ok() {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
-                format!("another process is listening on {}; stop it or choose another --listen-native path", path.display()),
+                format!(
+                    "another process is listening on {}; stop it or choose another {flag} path",
+                    path.display()
+                ),
             ));
         }
         std::fs::remove_file(path)?;

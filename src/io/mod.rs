@@ -6,10 +6,14 @@ pub mod ctl;
 pub mod engine;
 pub mod limits;
 pub mod listen;
+pub mod listen_sig;
+pub mod ng;
 pub mod ports;
+pub mod rtpproxy;
+pub mod signalling;
 pub mod worker;
 
-use crate::config::{BackendChoice, Config, ListenAddr};
+use crate::config::{BackendChoice, Config, ControlSocket, ListenAddr};
 use backend::{epoll::Epoll, uring::Uring, Waker};
 use engine::Engine;
 use std::sync::Arc;
@@ -156,11 +160,60 @@ pub fn run(config: Config) -> Result<(), RunError> {
             .spawn(move || listen::serve_native(listener, engine))
             .map_err(|e| startup(format!("cannot start control thread: {e}")))?;
     }
+    let _sig_files = serve_sip_cores(&config, &engine)?;
     let sig = wait_for_signal(&signals);
     log::info!("received {sig}, stopping");
     engine.shutdown();
     log::info!("stopped");
     Ok(())
+}
+
+/// Starts the rtpproxy and ng listeners; returns the socket files to remove at exit.
+fn serve_sip_cores(
+    config: &Config,
+    engine: &Arc<Engine>,
+) -> Result<Vec<listen::SocketFile>, RunError> {
+    let sig = Arc::new(signalling::Signalling::new(engine.clone()));
+    let mut files = Vec::new();
+    if !config.listen_rtpproxy.is_empty() || !config.listen_ng.is_empty() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        engine.subscribe(tx);
+        let sig = sig.clone();
+        std::thread::Builder::new()
+            .name("rtpark-sigtmo".into())
+            .spawn(move || {
+                for ev in rx {
+                    sig.on_event(&ev);
+                }
+            })
+            .map_err(|e| startup(format!("cannot start the signalling event thread: {e}")))?;
+    }
+    let protocols: [(&[ControlSocket], &str, &str); 2] = [
+        (&config.listen_rtpproxy, "--listen-rtpproxy", "rtpproxy"),
+        (&config.listen_ng, "--listen-ng", "ng"),
+    ];
+    for (addrs, flag, name) in protocols {
+        for addr in addrs {
+            let bound = listen_sig::bind(addr, flag)
+                .map_err(|e| startup(format!("{name} control: {e}")))?;
+            if let ControlSocket::Unix(p) | ControlSocket::Cunix(p) = addr {
+                files.push(listen::SocketFile(p.clone()));
+            }
+            let s = sig.clone();
+            let (handler, complete): (listen_sig::Handler, listen_sig::Complete) = if name == "ng" {
+                (Arc::new(move |b: &[u8]| ng::handle(&s, b)), ng::complete)
+            } else {
+                (
+                    Arc::new(move |b: &[u8]| rtpproxy::handle(&s, b)),
+                    |b: &[u8]| !b.is_empty(),
+                )
+            };
+            listen_sig::spawn(bound, name, handler, complete)
+                .map_err(|e| startup(format!("cannot start the {name} listener: {e}")))?;
+            log::info!("{name} protocol listening on {addr}");
+        }
+    }
+    Ok(files)
 }
 
 /// Blocks SIGINT/SIGTERM in this thread and every thread it starts, so that

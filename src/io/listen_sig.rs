@@ -1,0 +1,217 @@
+//! Transports of the SIP-core protocols (rtpproxy and ng): Unix sockets with
+//! one command per connection, newline-framed Unix streams, and UDP with
+//! cookies and a reply cache that answers retransmissions without running a
+//! command twice.
+
+use super::listen::bind_unix_as;
+use crate::config::ControlSocket;
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Largest command accepted on any SIP-core socket (an ng offer carries SDP).
+pub const MAX_COMMAND_BYTES: usize = 256 * 1024;
+
+/// How long a UDP reply is kept to answer retransmissions of its command.
+pub const REPLY_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Runs one command: the bare command in, the bare reply out (no cookie).
+pub type Handler = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
+
+/// Says whether the bytes read so far on a one-command connection hold the
+/// whole command (`unix:` sockets have no framing of their own).
+pub type Complete = fn(&[u8]) -> bool;
+
+/// A bound SIP-core socket, ready to serve.
+pub enum Bound {
+    /// `unix:`: one command per connection.
+    Unix(UnixListener),
+    /// `cunix:`: newline-framed commands with cookies on a persistent connection.
+    Cunix(UnixListener),
+    /// `udp:`: a cookie per datagram.
+    Udp(UdpSocket),
+}
+
+/// Binds `addr` (for the protocol named `what`, used in messages).
+pub fn bind(addr: &ControlSocket, what: &str) -> io::Result<Bound> {
+    match addr {
+        ControlSocket::Unix(p) => Ok(Bound::Unix(bind_unix_as(p, what)?)),
+        ControlSocket::Cunix(p) => Ok(Bound::Cunix(bind_unix_as(p, what)?)),
+        ControlSocket::Udp(a) => UdpSocket::bind(a).map(Bound::Udp).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("{what}: cannot listen on udp:{a}: {e}; is another rtpark or rtpengine running?"),
+            )
+        }),
+    }
+}
+
+/// Serves a bound socket on its own thread(s) until the process ends.
+pub fn spawn(bound: Bound, name: &str, handler: Handler, complete: Complete) -> io::Result<()> {
+    let thread = std::thread::Builder::new().name(format!("rtpark-{name}"));
+    match bound {
+        Bound::Unix(l) => thread.spawn(move || serve_unix(l, handler, complete)),
+        Bound::Cunix(l) => thread.spawn(move || serve_cunix(l, handler)),
+        Bound::Udp(s) => thread.spawn(move || serve_udp(s, handler)),
+    }
+    .map(|_| ())
+}
+
+/// Splits `cookie SP command`. A datagram without a space is all cookie.
+pub fn split_cookie(input: &[u8]) -> (&[u8], &[u8]) {
+    match input.iter().position(|&b| b == b' ') {
+        Some(i) => (&input[..i], &input[i + 1..]),
+        None => (input, &[]),
+    }
+}
+
+fn with_cookie(cookie: &[u8], reply: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(cookie.len() + 1 + reply.len());
+    out.extend_from_slice(cookie);
+    out.push(b' ');
+    out.extend_from_slice(reply);
+    out
+}
+
+fn serve_unix(listener: UnixListener, handler: Handler, complete: Complete) {
+    for conn in listener.incoming() {
+        match conn {
+            // Connections are short and the engine serialises commands anyway:
+            // serving them in turn keeps a flood from spawning threads.
+            Ok(stream) => {
+                if let Err(e) = one_command(stream, &handler, complete) {
+                    log::debug!("control connection: {e}");
+                }
+            }
+            Err(e) => {
+                log::warn!("control socket accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Reads one command (until it is complete or the client closes its side),
+/// answers it and closes.
+fn one_command(mut stream: UnixStream, handler: &Handler, complete: Complete) -> io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 16384];
+    loop {
+        let n = stream.read(&mut chunk)?;
+        buf.extend_from_slice(&chunk[..n]);
+        if n == 0 || complete(&buf) || buf.len() > MAX_COMMAND_BYTES {
+            break;
+        }
+    }
+    if buf.is_empty() {
+        return Ok(());
+    }
+    let reply = handler(&buf);
+    stream.write_all(&reply)
+}
+
+fn serve_cunix(listener: UnixListener, handler: Handler) {
+    for conn in listener.incoming() {
+        match conn {
+            Ok(stream) => {
+                let handler = handler.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("rtpark-cunix".into())
+                    .spawn(move || {
+                        if let Err(e) = cookie_lines(stream, &handler) {
+                            log::debug!("control connection ended: {e}");
+                        }
+                    });
+                if let Err(e) = spawned {
+                    log::error!("cannot start a control connection thread: {e}");
+                }
+            }
+            Err(e) => {
+                log::warn!("control socket accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Newline-framed `cookie command` lines; each reply is `cookie reply`.
+fn cookie_lines(stream: UnixStream, handler: &Handler) -> io::Result<()> {
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::with_capacity(512);
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(MAX_COMMAND_BYTES as u64)
+            .read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Ok(());
+        }
+        while matches!(line.last(), Some(b'\n' | b'\r')) {
+            line.pop();
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let (cookie, command) = split_cookie(&line);
+        let reply = handler(command);
+        writer.write_all(&with_cookie(cookie, &reply))?;
+    }
+}
+
+/// Replies kept for retransmissions, by sender and cookie, oldest first.
+struct ReplyCache {
+    map: HashMap<(SocketAddr, Vec<u8>), Vec<u8>>,
+    order: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
+}
+
+impl ReplyCache {
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, _, _)) = self.order.front() {
+            if now.duration_since(*at) < REPLY_CACHE_TTL && self.order.len() < 1 << 20 {
+                break;
+            }
+            if let Some((_, from, cookie)) = self.order.pop_front() {
+                self.map.remove(&(from, cookie));
+            }
+        }
+    }
+}
+
+fn serve_udp(socket: UdpSocket, handler: Handler) {
+    let mut cache = ReplyCache {
+        map: HashMap::new(),
+        order: VecDeque::new(),
+    };
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e) => {
+                log::warn!("control socket receive failed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let now = Instant::now();
+        cache.expire(now);
+        let (cookie, command) = split_cookie(&buf[..n]);
+        let key = (from, cookie.to_vec());
+        let reply = match cache.map.get(&key) {
+            Some(r) => r.clone(),
+            None => {
+                let reply = with_cookie(cookie, &handler(command));
+                cache.map.insert(key.clone(), reply.clone());
+                cache.order.push_back((now, key.0, key.1));
+                reply
+            }
+        };
+        if let Err(e) = socket.send_to(&reply, from) {
+            log::debug!("control reply to {from} failed: {e}");
+        }
+    }
+}
