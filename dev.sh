@@ -8,11 +8,13 @@ cd "$(dirname "$0")"
 
 # System packages the build and the tests need, by Debian package name.
 # sox: the independent resampler tests/moh-audio.rs compares music on hold against.
+# kamailio, sip-tester: the real SIP proxy and SIP load tool of tests/interop-kamailio.rs.
 PACKAGES=(pkg-config libopus-dev sox)
+TEST_PACKAGES=(kamailio sip-tester)
 
 ensure_packages() {
     local missing=()
-    for p in "${PACKAGES[@]}"; do
+    for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
     done
     if ((${#missing[@]})); then
@@ -35,7 +37,7 @@ ensure_rust_components() {
 case "${1:-}" in
 run)
     shift
-    ensure_packages
+    ensure_packages "${PACKAGES[@]}"
     cargo build --release --quiet
     args=("$@")
     # Non-root users cannot create /run/rtpark: put the socket somewhere writable.
@@ -47,7 +49,7 @@ run)
     exec target/release/rtpark "${args[@]}"
     ;;
 test)
-    ensure_packages
+    ensure_packages "${PACKAGES[@]}" "${TEST_PACKAGES[@]}"
     ensure_rust_components
     cargo fmt --check
     cargo clippy --all-targets -- -D warnings
