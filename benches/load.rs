@@ -23,6 +23,13 @@
 //!   sockets, and the generator does as much kernel work per packet as the relay.
 //! * RSS per call is the engine's VmRSS growth over call setup divided by the calls.
 //!
+//! `--engine rtpengine|both` drives Debian's `rtpengine` (userspace, `--table=-1`)
+//! with the same load over its ng protocol (`load/ng.rs`, `load/rtpengine.rs`), the
+//! two engines one after the other, and ends with one table side by side;
+//! `--control ng` drives rtpark over ng too (its `--listen-ng udp:IP:PORT`), and
+//! `--setup-calls N` adds a phase measuring offer+answer pairs per second.
+//! `scripts/bench-vs-rtpengine.sh` runs the standard comparison.
+//!
 //! `--mode hold` measures music on hold instead: `--legs` held legs (a comma list
 //! runs several sizes), the generator only receiving, against a minimal sender of
 //! the same packets (`--target moh-baseline`); see `load/hold.rs`.
@@ -41,8 +48,12 @@ mod hist;
 mod hold;
 #[path = "load/moh_baseline.rs"]
 mod moh_baseline;
+#[path = "load/ng.rs"]
+mod ng;
 #[path = "load/rtpark.rs"]
 mod rtpark;
+#[path = "load/rtpengine.rs"]
+mod rtpengine;
 #[path = "load/sys.rs"]
 mod sys;
 
@@ -75,6 +86,29 @@ enum Target {
     MohBaseline,
     /// The baseline first, then rtpark, and their ratio (hold mode: difference).
     Both,
+    /// Debian's rtpengine over ng (chosen with `--engine`, not `--target`).
+    #[value(skip)]
+    Rtpengine,
+}
+
+/// Which media engine(s) a relay run drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EngineChoice {
+    /// rtpark (and the minimal relay, as `--target` says).
+    Rtpark,
+    /// Debian's rtpengine in userspace, over ng.
+    Rtpengine,
+    /// rtpark, then rtpengine, with the same load, and a table side by side.
+    Both,
+}
+
+/// The control protocol rtpark is driven with (rtpengine always speaks ng).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Control {
+    /// rtpark's JSON-lines socket, fully pipelined.
+    Native,
+    /// The rtpengine ng protocol over UDP (`--listen-ng udp:127.0.0.1:PORT`).
+    Ng,
 }
 
 /// How the MOH baseline sends.
@@ -155,9 +189,35 @@ struct Opts {
     /// mode, counted from the last hold).
     #[arg(long)]
     warmup: Option<f64>,
-    /// Engine(s) to measure.
-    #[arg(long, value_enum, default_value_t = Target::Both)]
-    target: Target,
+    /// rtpark or the minimal relay or both (the default with `--engine rtpark`);
+    /// with `--engine rtpengine|both`, `baseline` or `both` adds the minimal relay.
+    #[arg(long, value_enum)]
+    target: Option<Target>,
+    /// Relay mode: the media engine(s): rtpark, rtpengine (Debian's, userspace, over
+    /// ng) or both, one after the other with the same load.
+    #[arg(long, value_enum, default_value_t = EngineChoice::Rtpark)]
+    engine: EngineChoice,
+    /// Relay mode: how rtpark is controlled: native (JSON lines) or ng (rtpengine's
+    /// protocol, rtpark started with `--listen-ng udp:127.0.0.1:PORT`).
+    #[arg(long, value_enum, default_value_t = Control::Native)]
+    control: Control,
+    /// Relay mode: after the traffic run and its teardown, set up this many more calls
+    /// (no media) as fast as the engine answers, then delete them; 0 = no such phase.
+    #[arg(long, default_value_t = 0)]
+    setup_calls: usize,
+    /// Calls in flight during ng setup and teardown (each has one request
+    /// outstanding at a time; rtpark's native socket is pipelined in full).
+    #[arg(long, default_value_t = 32)]
+    setup_window: usize,
+    /// The rtpengine binary (package rtpengine-daemon).
+    #[arg(long, default_value = "rtpengine")]
+    rtpengine: PathBuf,
+    /// Extra argument for rtpengine (repeatable; a later option overrides ours).
+    #[arg(long, allow_hyphen_values = true)]
+    rtpengine_arg: Vec<String>,
+    /// rtpengine `--log-level` (5 logs every new call, 6 every command).
+    #[arg(long, default_value_t = 4)]
+    rtpengine_log_level: u8,
     /// Run the target(s) this many times, alternating, and summarise the ratio (so
     /// other load on the machine spreads over both engines).
     #[arg(long, default_value_t = 1)]
@@ -234,6 +294,9 @@ struct Opts {
     /// Internal: run as the MOH baseline sender child.
     #[arg(long, hide = true)]
     moh_sender_child: bool,
+    /// Internal: check the ng codec and SDP parser, then exit.
+    #[arg(long, hide = true)]
+    ng_self_test: bool,
     /// Internal: lifetime bound of the baseline relay child.
     #[arg(long, hide = true, default_value_t = 600)]
     max_seconds: u64,
@@ -248,6 +311,49 @@ impl Opts {
     /// `--warmup` in hold mode.
     fn hold_warmup(&self) -> f64 {
         self.warmup.unwrap_or(5.0)
+    }
+
+    /// `--target`, defaulting to both.
+    fn target(&self) -> Target {
+        self.target.unwrap_or(Target::Both)
+    }
+
+    /// Relay mode: the targets of one round, in order.
+    fn relay_targets(&self) -> Vec<Target> {
+        let with_baseline = matches!(self.target, Some(Target::Baseline | Target::Both));
+        let mut v = Vec::new();
+        match self.engine {
+            EngineChoice::Rtpark => match self.target() {
+                Target::Both => v.extend([Target::Baseline, Target::Rtpark]),
+                Target::Baseline => v.push(Target::Baseline),
+                Target::Rtpark => v.push(Target::Rtpark),
+                Target::MohBaseline | Target::Rtpengine => {}
+            },
+            EngineChoice::Rtpengine => {
+                if with_baseline {
+                    v.push(Target::Baseline);
+                }
+                v.push(Target::Rtpengine);
+            }
+            EngineChoice::Both => {
+                if with_baseline {
+                    v.push(Target::Baseline);
+                }
+                v.extend([Target::Rtpark, Target::Rtpengine]);
+            }
+        }
+        v
+    }
+
+    /// The media port range an engine gets: room for the larger of the traffic run
+    /// and the setup phase (their calls are never up at the same time).
+    fn port_range(&self) -> Result<(u16, u16), String> {
+        let port_min = self.port_min;
+        let span = self.calls.max(self.setup_calls) as u64 * 4 + 64;
+        let port_max = u16::try_from(port_min as u64 + span - 1).map_err(|_| {
+            format!("--port-min {port_min} leaves no room for {span} ports; lower it or use fewer calls")
+        })?;
+        Ok((port_min, port_max))
     }
 }
 
@@ -264,7 +370,16 @@ struct Engine {
     setup_secs: f64,
     /// Control connection, for a final `stats` (rtpark only).
     control: Option<rtpark::NativeClient>,
+    /// ng client, when the calls were set up over ng.
+    ng: Option<ng::NgClient>,
+    /// The command line it was started with (rtpengine), for the report.
+    command: Option<String>,
 }
+
+/// Names the traffic run's calls (ng call-ids and native call names) start with.
+const RELAY_CALLS: &str = "load";
+/// Names the setup-rate phase's calls start with.
+const RATE_CALLS: &str = "rate";
 
 fn main() -> ExitCode {
     let opts = Opts::parse();
@@ -279,10 +394,26 @@ fn main() -> ExitCode {
             opts.moh_baseline_io.into(),
         ) as u8);
     }
+    if opts.ng_self_test {
+        return match ng::self_test() {
+            Ok(()) => {
+                println!("ng self-test passed");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if opts.mode == Mode::Hold {
+        if opts.engine != EngineChoice::Rtpark || opts.setup_calls > 0 {
+            eprintln!("--engine and --setup-calls belong to --mode relay (hold mode measures rtpark's MOH only)");
+            return ExitCode::FAILURE;
+        }
         return hold_main(&opts);
     }
-    if opts.target == Target::MohBaseline {
+    if opts.target == Some(Target::MohBaseline) {
         eprintln!("--target moh-baseline belongs to --mode hold");
         return ExitCode::FAILURE;
     }
@@ -302,17 +433,28 @@ fn main() -> ExitCode {
         eprintln!("{e}");
         return ExitCode::FAILURE;
     }
-    let targets: &[Target] = match opts.target {
-        Target::Both => &[Target::Baseline, Target::Rtpark],
-        Target::Baseline => &[Target::Baseline],
-        Target::Rtpark => &[Target::Rtpark],
-        Target::MohBaseline => &[],
-    };
+    // Engines inherit the limit and hold about four sockets per call.
+    let engine_need = opts.calls.max(opts.setup_calls) as u64 * 4 + 256;
+    let limit = sys::raise_fd_hard_limit(engine_need);
+    if limit < engine_need {
+        eprintln!(
+            "the open-file limit is {limit}; an engine needs about {engine_need} for {} calls; \
+             raise the hard limit (ulimit -Hn) or pass fewer --calls / --setup-calls",
+            opts.calls.max(opts.setup_calls)
+        );
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = opts.port_range() {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
+    let targets = opts.relay_targets();
     let mut failed = false;
     let mut ratios: Vec<f64> = Vec::new();
+    let mut all_reports: Vec<Value> = Vec::new();
     'rounds: for round in 0..opts.repeat.max(1) {
         let mut reports: Vec<Value> = Vec::new();
-        for &t in targets {
+        for &t in &targets {
             if sys::stopping() {
                 break 'rounds;
             }
@@ -335,7 +477,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        if let [base, rt] = &reports[..] {
+        all_reports.extend(reports.iter().cloned());
+        let find = |t: &str| reports.iter().find(|r| r["target"] == t);
+        if let (Some(base), Some(rt)) = (find("baseline"), find("rtpark")) {
             let b = base["engine_cpu_us_per_packet"].as_f64().unwrap_or(0.0);
             let r = rt["engine_cpu_us_per_packet"].as_f64().unwrap_or(0.0);
             if b > 0.0 {
@@ -370,6 +514,9 @@ fn main() -> ExitCode {
             );
         }
     }
+    if targets.contains(&Target::Rtpengine) {
+        print_comparison(&all_reports, opts.json);
+    }
     if failed {
         ExitCode::FAILURE
     } else {
@@ -391,6 +538,7 @@ fn name(t: Target) -> &'static str {
         Target::Baseline => "baseline",
         Target::MohBaseline => "moh-baseline",
         Target::Both => "both",
+        Target::Rtpengine => "rtpengine",
     }
 }
 
@@ -439,10 +587,11 @@ fn hold_main(opts: &Opts) -> ExitCode {
             sys::raise_fd_limit()
         );
     }
-    let targets: &[Target] = match opts.target {
+    let targets: &[Target] = match opts.target() {
         Target::Both => &[Target::MohBaseline, Target::Rtpark],
         Target::Baseline | Target::MohBaseline => &[Target::MohBaseline],
         Target::Rtpark => &[Target::Rtpark],
+        Target::Rtpengine => &[],
     };
     let mut failed = false;
     let mut memory: Vec<(usize, f64, f64)> = Vec::new();
@@ -596,15 +745,73 @@ fn start_engine(
                 rss_after_setup_kib: rss,
                 setup_secs,
                 control: None,
+                ng: None,
+                command: None,
+            };
+            Ok((engine, relay))
+        }
+        Target::Rtpengine => {
+            let (port_min, port_max) = opts.port_range()?;
+            let pid = std::process::id();
+            let log = PathBuf::from(format!("/tmp/rtpengine-load-{pid}.log"));
+            let cfg = rtpengine::RtpengineConfig {
+                binary: &opts.rtpengine,
+                cpu: opts.engine_cpu,
+                priority: priority(opts),
+                threads: opts.workers,
+                port_min,
+                port_max,
+                log_level: opts.rtpengine_log_level,
+                extra_args: &opts.rtpengine_arg,
+                log: log.clone(),
+            };
+            let (mut process, mut client, command) = rtpengine::start(&cfg)?;
+            if !opts.quiet {
+                eprintln!("rtpengine: started as {command}");
+            }
+            if opts.keep_log {
+                process.keep_file(&log);
+            }
+            let epid = process.pid();
+            std::thread::sleep(Duration::from_millis(200));
+            let rss_before_kib = sys::status_kib(epid, "VmRSS");
+            let (relay, elapsed) = match client.setup_calls(RELAY_CALLS, &addrs, opts.setup_window)
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    process.keep_file(&log);
+                    return Err(format!(
+                        "{e}\n(rtpengine log kept in {}:\n{})",
+                        log.display(),
+                        rtpark::tail(&log)
+                    ));
+                }
+            };
+            let rss_after_setup_kib = sys::status_kib(epid, "VmRSS");
+            let engine = Engine {
+                process,
+                ports: (port_min..=port_max).collect(),
+                rss_before_kib,
+                rss_after_setup_kib,
+                setup_secs: elapsed.as_secs_f64(),
+                control: None,
+                ng: Some(client),
+                command: Some(command),
             };
             Ok((engine, relay))
         }
         Target::Rtpark | Target::Both | Target::MohBaseline => {
-            let port_min = opts.port_min;
-            let span = opts.calls as u64 * 4 + 64;
-            let port_max = u16::try_from(port_min as u64 + span - 1)
-                .map_err(|_| format!("--port-min {port_min} leaves no room for {span} ports"))?;
+            let (port_min, port_max) = opts.port_range()?;
             let pid = std::process::id();
+            let mut extra_args = opts.rtpark_arg.clone();
+            let ng_addr = if opts.control == Control::Ng {
+                let port = rtpengine::free_udp_port()?;
+                let a = SocketAddr::from(([127, 0, 0, 1], port));
+                extra_args.extend(["--listen-ng".to_string(), format!("udp:{a}")]);
+                Some(a)
+            } else {
+                None
+            };
             let cfg = rtpark::RtparkConfig {
                 binary: &opts.rtpark,
                 cpu: opts.engine_cpu,
@@ -612,19 +819,47 @@ fn start_engine(
                 workers: opts.workers,
                 port_min,
                 port_max,
-                extra_args: &opts.rtpark_arg,
+                extra_args: &extra_args,
                 socket: PathBuf::from(format!("/tmp/rtpark-load-{pid}.sock")),
                 log: PathBuf::from(format!("/tmp/rtpark-load-{pid}.log")),
             };
-            let (mut process, mut client) = rtpark::start(&cfg)?;
+            let (mut process, mut client) = rtpark::start(&cfg).map_err(|e| {
+                if ng_addr.is_some() {
+                    format!("{e}\n(--control ng starts rtpark with `--listen-ng udp:IP:PORT`; an rtpark without it cannot be driven over ng: pass --control native)")
+                } else {
+                    e
+                }
+            })?;
             if opts.keep_log {
                 process.keep_file(&cfg.log);
             }
+            let mut ng_client = match ng_addr {
+                Some(a) => {
+                    let mut c = ng::NgClient::new(a)
+                        .map_err(|e| format!("cannot open the ng client socket: {e}"))?;
+                    let mut gone = || process.exited();
+                    if let Err(e) = c.wait_ready(Duration::from_secs(5), &mut gone) {
+                        process.keep_file(&cfg.log);
+                        return Err(format!(
+                            "rtpark over ng: {e}\n(rtpark log kept in {})",
+                            cfg.log.display()
+                        ));
+                    }
+                    Some(c)
+                }
+                None => None,
+            };
             let epid = process.pid();
             // Let start-up allocations settle before the "before" reading.
             std::thread::sleep(Duration::from_millis(200));
             let rss_before_kib = sys::status_kib(epid, "VmRSS");
-            let setup = match client.setup_calls(&addrs) {
+            let setup = match &mut ng_client {
+                Some(c) => c
+                    .setup_calls(RELAY_CALLS, &addrs, opts.setup_window)
+                    .map(|(relay, elapsed)| rtpark::Setup { relay, elapsed }),
+                None => client.setup_calls(RELAY_CALLS, &addrs),
+            };
+            let setup = match setup {
                 Ok(s) => s,
                 Err(e) => {
                     process.keep_file(&cfg.log);
@@ -639,10 +874,94 @@ fn start_engine(
                 rss_after_setup_kib,
                 setup_secs: setup.elapsed.as_secs_f64(),
                 control: Some(client),
+                ng: ng_client,
+                command: None,
             };
             Ok((engine, setup.relay))
         }
     }
+}
+
+/// Deletes the traffic run's calls (over ng, or rtpark's native socket); returns the
+/// seconds it took. The baseline has nothing to delete.
+fn delete_relay_calls(opts: &Opts, engine: &mut Engine) -> Result<Option<f64>, String> {
+    let took = if let Some(c) = engine.ng.as_mut() {
+        c.delete_calls(RELAY_CALLS, opts.calls, opts.setup_window)?
+    } else if let Some(c) = engine.control.as_mut() {
+        c.delete_calls(RELAY_CALLS, opts.calls)?
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(took.as_secs_f64()))
+}
+
+/// The setup-rate phase: `--setup-calls` offer+answer pairs (native: create, create,
+/// bridge) as fast as the engine answers, then as many deletes; no media.
+fn setup_rate(opts: &Opts, engine: &mut Engine) -> Result<Value, String> {
+    let n = opts.setup_calls;
+    // Addresses nobody listens on: these calls never carry media.
+    let remotes: Vec<(SocketAddr, SocketAddr)> = (0..n)
+        .map(|i| {
+            let p = 40000 + 2 * (i % 10000) as u16;
+            (
+                SocketAddr::from(([127, 0, 0, 1], p)),
+                SocketAddr::from(([127, 0, 0, 1], p + 1)),
+            )
+        })
+        .collect();
+    let epid = engine.process.pid();
+    let rss0 = sys::status_kib(epid, "VmRSS");
+    let (ecpu0, gcpu0, t0) = (
+        sys::task_cpu_ns(epid),
+        sys::process_cpu_ns(),
+        sys::mono_ns(),
+    );
+    let (setup, delete, control, window, retransmits) = if let Some(c) = engine.ng.as_mut() {
+        let before = c.retransmits;
+        let (_, setup) = c.setup_calls(RATE_CALLS, &remotes, opts.setup_window)?;
+        let delete = c.delete_calls(RATE_CALLS, n, opts.setup_window)?;
+        (
+            setup,
+            delete,
+            "ng",
+            json!(opts.setup_window),
+            c.retransmits - before,
+        )
+    } else if let Some(c) = engine.control.as_mut() {
+        let setup = c.setup_calls(RATE_CALLS, &remotes)?.elapsed;
+        let delete = c.delete_calls(RATE_CALLS, n)?;
+        (setup, delete, "native", json!("all"), 0)
+    } else {
+        return Err("the baseline has no call setup".into());
+    };
+    let rss1 = sys::status_kib(epid, "VmRSS");
+    let wall = sys::mono_ns().saturating_sub(t0).max(1) as f64;
+    let engine_pct = sys::task_cpu_ns(epid).saturating_sub(ecpu0) as f64 / wall * 100.0;
+    let gen_ns = sys::process_cpu_ns().saturating_sub(gcpu0) as f64;
+    let gen_pct = gen_ns / wall * 100.0;
+    // ng: offer, answer, delete per call; native: create, create, bridge, delete.
+    let requests = n as f64 * if control == "ng" { 3.0 } else { 4.0 };
+    let rate = |d: Duration| {
+        if d.as_secs_f64() > 0.0 {
+            n as f64 / d.as_secs_f64()
+        } else {
+            0.0
+        }
+    };
+    Ok(json!({
+        "calls": n,
+        "control": control,
+        "window": window,
+        "setup_s": setup.as_secs_f64(),
+        "setups_per_s": rate(setup),
+        "delete_s": delete.as_secs_f64(),
+        "deletes_per_s": rate(delete),
+        "ng_retransmits": retransmits,
+        "rss_growth_kib": rss1 as i64 - rss0 as i64,
+        "engine_cpu_pct": engine_pct,
+        "generator_cpu_pct": gen_pct,
+        "generator_us_per_request": if requests > 0.0 { gen_ns / 1000.0 / requests } else { 0.0 },
+    }))
 }
 
 /// Runs one engine through setup, traffic and teardown; returns its report.
@@ -709,6 +1028,39 @@ fn run_target(t: Target, opts: &Opts) -> Result<Value, String> {
     let udp = sys::udp_counters().since(&udp_before);
     let gen_drops = sys::socket_drops(|p| gen_ports.contains(&p));
     let engine_drops = sys::socket_drops(|p| engine.ports.contains(&p));
+    let gen_io = match gen.transport() {
+        generator::TransportKind::Uring => "uring",
+        generator::TransportKind::Epoll => "epoll",
+    };
+    // The generator's sockets are done; closing them frees their ports for the
+    // setup phase's engine ports.
+    drop(gen);
+    let teardown = if res.aborted.is_none() && engine.process.exited().is_none() {
+        if !opts.quiet && t != Target::Baseline {
+            eprintln!("{}: deleting {} calls", name(t), opts.calls);
+        }
+        delete_relay_calls(opts, &mut engine)
+    } else {
+        Ok(None)
+    };
+    let phase = if opts.setup_calls > 0
+        && t != Target::Baseline
+        && teardown.is_ok()
+        && engine.process.exited().is_none()
+        && !sys::stopping()
+    {
+        if !opts.quiet {
+            eprintln!(
+                "{}: setup phase, {} calls ({} control)",
+                name(t),
+                opts.setup_calls,
+                if engine.ng.is_some() { "ng" } else { "native" }
+            );
+        }
+        Some(setup_rate(opts, &mut engine).unwrap_or_else(|e| json!({"error": e})))
+    } else {
+        None
+    };
     let exit = engine.process.stop();
     let mut rep = report(
         t,
@@ -721,11 +1073,21 @@ fn run_target(t: Target, opts: &Opts) -> Result<Value, String> {
         engine_stats,
         exit,
     );
-    rep["generator"]["io"] = json!(match gen.transport() {
-        generator::TransportKind::Uring => "uring",
-        generator::TransportKind::Epoll => "epoll",
-    });
+    rep["generator"]["io"] = json!(gen_io);
     rep["generator"]["uring_rearms"] = json!(res.rearms);
+    rep["control"] = json!(match (&engine.ng, &engine.control) {
+        (Some(_), _) => "ng",
+        (None, Some(_)) => "native",
+        (None, None) => "stdin",
+    });
+    rep["setup_window"] = json!(engine.ng.as_ref().map(|_| opts.setup_window));
+    rep["engine_command"] = json!(engine.command);
+    rep["ng_retransmits"] = json!(engine.ng.as_ref().map(|c| c.retransmits));
+    match teardown {
+        Ok(secs) => rep["teardown_s"] = json!(secs),
+        Err(e) => rep["teardown_error"] = json!(e),
+    }
+    rep["setup_rate"] = json!(phase);
     Ok(rep)
 }
 
@@ -881,9 +1243,14 @@ fn print_report(v: &Value) {
         println!("  ABORTED: {why}");
     }
     println!(
-        "  setup                {:>10.3} s ({:.0} calls/s)",
+        "  setup                {:>10.3} s ({:.0} calls/s over {}{})",
         f("/setup_s"),
-        f("/setups_per_s")
+        f("/setups_per_s"),
+        v["control"].as_str().unwrap_or("?"),
+        match v["setup_window"].as_u64() {
+            Some(w) => format!(", {w} calls in flight"),
+            None => String::new(),
+        }
     );
     println!(
         "  relayed              {:>10.0} pkt/s (per-second min {} max {})",
@@ -993,7 +1360,169 @@ fn print_report(v: &Value) {
             f("/engine_core_other_pct")
         );
     }
+    if let Some(t) = v["teardown_s"].as_f64() {
+        println!(
+            "  teardown             {t:>10.3} s ({:.0} deletes/s)",
+            if t > 0.0 { f("/calls") / t } else { 0.0 }
+        );
+    }
+    if let Some(e) = v["teardown_error"].as_str() {
+        println!("  teardown             FAILED: {e}");
+    }
+    let sr = &v["setup_rate"];
+    if let Some(e) = sr["error"].as_str() {
+        println!("  setup phase          FAILED: {e}");
+    } else if sr.is_object() {
+        println!(
+            "  setup phase          {:>10.0} calls/s ({} calls over {}, window {}; {:.3} s), deletes {:.0}/s, ng resends {}; CPU engine {:.0} %, generator {:.0} % ({:.1} µs/request)",
+            f("/setup_rate/setups_per_s"),
+            u("/setup_rate/calls"),
+            sr["control"].as_str().unwrap_or("?"),
+            sr["window"],
+            f("/setup_rate/setup_s"),
+            f("/setup_rate/deletes_per_s"),
+            u("/setup_rate/ng_retransmits"),
+            f("/setup_rate/engine_cpu_pct"),
+            f("/setup_rate/generator_cpu_pct"),
+            f("/setup_rate/generator_us_per_request")
+        );
+        if f("/setup_rate/generator_cpu_pct") > 85.0 {
+            println!("  WARNING: the generator may limit the setup rate (CPU > 85 %)");
+        }
+    }
+    if let Some(cmd) = v["engine_command"].as_str() {
+        println!("  engine command       {cmd}");
+    }
     if let Some(exit) = v["engine_exit"].as_str() {
         println!("  engine exit          {exit}");
+    }
+}
+
+/// Calls set up per second: the setup phase's figure when it ran, else the traffic
+/// run's own setup; the flag says which.
+fn setups_per_s(v: &Value) -> (f64, bool) {
+    match v
+        .pointer("/setup_rate/setups_per_s")
+        .and_then(Value::as_f64)
+    {
+        Some(r) => (r, true),
+        None => (v["setups_per_s"].as_f64().unwrap_or(0.0), false),
+    }
+}
+
+/// The side-by-side table of an `--engine rtpengine|both` run: one row per engine
+/// and round, ratios against rtpengine of the same round, then the issue's targets
+/// (printed, not asserted).
+fn print_comparison(reports: &[Value], json_lines: bool) {
+    let f = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_f64).unwrap_or(0.0);
+    let rounds = reports
+        .iter()
+        .filter_map(|r| r["round"].as_u64())
+        .max()
+        .unwrap_or(1);
+    println!();
+    println!(
+        "== side by side: {} calls, {:.0} s window ==",
+        reports.first().map(|r| f(r, "/calls")).unwrap_or(0.0),
+        reports.first().map(|r| f(r, "/window_s")).unwrap_or(0.0)
+    );
+    println!(
+        "| {:<10} | {:>5} | {:>7} | {:>12} | {:>13} | {:>8} | {:>15} | {:>19} | {:>10} |",
+        "engine",
+        "round",
+        "control",
+        "CPU µs/pkt",
+        "× rtpengine",
+        "loss %",
+        "p50 / p99 µs",
+        "RSS/call KiB",
+        "setups/s"
+    );
+    println!(
+        "|{}|{}|{}|{}|{}|{}|{}|{}|{}|",
+        "-".repeat(12),
+        "-".repeat(7),
+        "-".repeat(9),
+        "-".repeat(14),
+        "-".repeat(15),
+        "-".repeat(10),
+        "-".repeat(17),
+        "-".repeat(21),
+        "-".repeat(12)
+    );
+    let mut partial_setup = false;
+    for round in 1..=rounds {
+        let of_round: Vec<&Value> = reports
+            .iter()
+            .filter(|r| r["round"].as_u64() == Some(round))
+            .collect();
+        let rte = of_round.iter().find(|r| r["target"] == "rtpengine");
+        let rte_cpu = rte.map(|r| f(r, "/engine_cpu_us_per_packet"));
+        for r in &of_round {
+            let cpu = f(r, "/engine_cpu_us_per_packet");
+            let ratio = match rte_cpu {
+                Some(b) if b > 0.0 && cpu > 0.0 => format!("{:.2}×", cpu / b),
+                _ => "—".into(),
+            };
+            let (rate, from_phase) = setups_per_s(r);
+            partial_setup |= !from_phase && r["target"] != "baseline";
+            let rate = if r["target"] == "baseline" {
+                "—".to_string()
+            } else {
+                format!("{rate:.0}{}", if from_phase { "" } else { "*" })
+            };
+            let rss = if r["target"] == "baseline" {
+                "—".to_string()
+            } else {
+                format!(
+                    "{:.1} / {:.1}",
+                    f(r, "/rss_per_call_kib"),
+                    f(r, "/rss_per_call_with_traffic_kib")
+                )
+            };
+            println!(
+                "| {:<10} | {:>5} | {:>7} | {:>12.3} | {:>13} | {:>8.4} | {:>15} | {:>19} | {:>10} |{}",
+                r["target"].as_str().unwrap_or("?"),
+                round,
+                r["control"].as_str().unwrap_or("?"),
+                cpu,
+                ratio,
+                f(r, "/loss_pct"),
+                format!("{} / {}", f(r, "/latency_us/p50"), f(r, "/latency_us/p99")),
+                rss,
+                rate,
+                if r["aborted"].is_string() { " ABORTED" } else { "" }
+            );
+        }
+        let rtp = of_round.iter().find(|r| r["target"] == "rtpark");
+        if let (Some(a), Some(b)) = (rtp, rte) {
+            let ratio = |x: f64, y: f64| if y > 0.0 { x / y } else { f64::NAN };
+            let cpu = ratio(
+                f(a, "/engine_cpu_us_per_packet"),
+                f(b, "/engine_cpu_us_per_packet"),
+            );
+            let p99 = ratio(f(a, "/latency_us/p99"), f(b, "/latency_us/p99"));
+            let setups = ratio(setups_per_s(a).0, setups_per_s(b).0);
+            println!(
+                "  round {round}, rtpark against rtpengine (targets, not asserted): CPU per relayed packet {cpu:.2}× (target ≤ 0.65×), p99 latency {p99:.2}× (≤ 0.10×), setups/s {setups:.2}× (≥ 4×)"
+            );
+            if json_lines {
+                println!(
+                    "{}",
+                    json!({"target": "vs_rtpengine", "round": round, "calls": a["calls"],
+                           "rtpark_control": a["control"],
+                           "cpu_per_packet_ratio": cpu, "p99_ratio": p99, "setups_per_s_ratio": setups,
+                           "rtpark_setups_from_setup_phase": setups_per_s(a).1,
+                           "rtpengine_setups_from_setup_phase": setups_per_s(b).1})
+                );
+            }
+        }
+    }
+    println!(
+        "CPU: engine on-CPU time, all threads, over the window / packets relayed in it. \
+         Latency: send to kernel receive timestamp. RSS/call: after setup / with traffic."
+    );
+    if partial_setup {
+        println!("* setups/s of the traffic run's own setup (no --setup-calls phase)");
     }
 }

@@ -200,15 +200,19 @@ impl NativeClient {
         Ok((replies, elapsed))
     }
 
-    /// Creates and bridges one call per endpoint pair (legs `load-<i>-a`/`-b`),
-    /// pipelined (see [`Self::pipeline`]).
-    pub fn setup_calls(&mut self, remotes: &[(SocketAddr, SocketAddr)]) -> Result<Setup, String> {
+    /// Creates and bridges one call per endpoint pair (call `<prefix>-<i>`, legs
+    /// `<prefix>-<i>-a`/`-b`), pipelined (see [`Self::pipeline`]).
+    pub fn setup_calls(
+        &mut self,
+        prefix: &str,
+        remotes: &[(SocketAddr, SocketAddr)],
+    ) -> Result<Setup, String> {
         let mut requests = Vec::with_capacity(remotes.len() * 3);
         for (i, (a, b)) in remotes.iter().enumerate() {
             let (call, la, lb) = (
-                format!("load-{i}"),
-                format!("load-{i}-a"),
-                format!("load-{i}-b"),
+                format!("{prefix}-{i}"),
+                format!("{prefix}-{i}-a"),
+                format!("{prefix}-{i}-b"),
             );
             requests.push(
                 json!({"cmd": "create_leg", "call": call, "leg": la, "remote": a.to_string()}),
@@ -226,6 +230,14 @@ impl NativeClient {
             relay.push((a, b));
         }
         Ok(Setup { relay, elapsed })
+    }
+
+    /// Deletes calls `<prefix>-0` .. `<prefix>-<n-1>`, pipelined; returns the time.
+    pub fn delete_calls(&mut self, prefix: &str, n: usize) -> Result<Duration, String> {
+        let requests = (0..n)
+            .map(|i| json!({"cmd": "delete_call", "call": format!("{prefix}-{i}")}))
+            .collect();
+        Ok(self.pipeline(requests)?.1)
     }
 
     /// Creates one call with one G.711 µ-law leg per remote (call and leg

@@ -305,3 +305,25 @@ pub fn socket_drops(wanted: impl Fn(u16) -> bool) -> u64 {
         })
         .sum()
 }
+
+/// Raises RLIMIT_NOFILE (soft and, if allowed, hard) to at least `want`, within
+/// fs.nr_open; returns the new soft limit. Children inherit it.
+pub fn raise_fd_hard_limit(want: u64) -> u64 {
+    let current = raise_fd_limit();
+    if current >= want {
+        return current;
+    }
+    let nr_open = fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
+    let target = want.min(nr_open);
+    let r = libc::rlimit {
+        rlim_cur: target,
+        rlim_max: target,
+    };
+    // SAFETY: setrlimit with a valid struct; failure (no CAP_SYS_RESOURCE) leaves
+    // the limits as they were.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
+    raise_fd_limit()
+}
