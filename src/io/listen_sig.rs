@@ -49,11 +49,23 @@ pub fn bind(addr: &ControlSocket, what: &str) -> io::Result<Bound> {
     }
 }
 
+/// Threads accepting on one `unix:` socket: a client that connects and stalls
+/// holds one of them, not the socket (the modules wait without a timeout).
+const UNIX_ACCEPTORS: usize = 4;
+
 /// Serves a bound socket on its own thread(s) until the process ends.
 pub fn spawn(bound: Bound, name: &str, handler: Handler, complete: Complete) -> io::Result<()> {
     let thread = std::thread::Builder::new().name(format!("rtpark-{name}"));
     match bound {
-        Bound::Unix(l) => thread.spawn(move || serve_unix(l, handler, complete)),
+        Bound::Unix(l) => {
+            for _ in 1..UNIX_ACCEPTORS {
+                let (l, handler) = (l.try_clone()?, handler.clone());
+                std::thread::Builder::new()
+                    .name(format!("rtpark-{name}"))
+                    .spawn(move || serve_unix(l, handler, complete))?;
+            }
+            thread.spawn(move || serve_unix(l, handler, complete))
+        }
         Bound::Cunix(l) => thread.spawn(move || serve_cunix(l, handler)),
         Bound::Udp(s) => thread.spawn(move || serve_udp(s, handler)),
     }
@@ -80,7 +92,7 @@ fn serve_unix(listener: UnixListener, handler: Handler, complete: Complete) {
     for conn in listener.incoming() {
         match conn {
             // Connections are short and the engine serialises commands anyway:
-            // serving them in turn keeps a flood from spawning threads.
+            // a few acceptors serving in turn keep a flood from spawning threads.
             Ok(stream) => {
                 if let Err(e) = one_command(stream, &handler, complete) {
                     log::debug!("control connection: {e}");
