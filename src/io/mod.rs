@@ -149,6 +149,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
             .spawn(move || engine.run_park_timer())
             .map_err(|e| startup(format!("cannot start park timer thread: {e}")))?;
     }
+    // The SIP-core sockets exist before the native one answers: a harness (or an
+    // init system) that waits for the native socket finds the others ready too.
+    let _sig_files = serve_sip_cores(&config, &engine)?;
     let ListenAddr::Unix(path) = &config.listen_native;
     let listener = listen::bind_unix(path).map_err(|e| startup(format!("native control: {e}")))?;
     let _socket_file = listen::SocketFile(path.clone());
@@ -160,7 +163,6 @@ pub fn run(config: Config) -> Result<(), RunError> {
             .spawn(move || listen::serve_native(listener, engine))
             .map_err(|e| startup(format!("cannot start control thread: {e}")))?;
     }
-    let _sig_files = serve_sip_cores(&config, &engine)?;
     let sig = wait_for_signal(&signals);
     log::info!("received {sig}, stopping");
     engine.shutdown();
