@@ -419,7 +419,16 @@ fn statistics(sig: &Signalling) -> Result<Value, ControlError> {
                     ("uptime", Value::int(sig.uptime_secs() as i64)),
                     ("managedsessions", Value::int(st.created as i64)),
                     ("closedsessions", Value::int(st.deleted as i64)),
-                    ("packetsrelayed", Value::int(engine.totals.rtp_out as i64)),
+                    (
+                        "packetsrelayed",
+                        Value::int(
+                            engine
+                                .totals
+                                .rtp_out
+                                .saturating_sub(engine.totals.media_out)
+                                as i64,
+                        ),
+                    ),
                     ("mediapackets", Value::int(engine.totals.media_out as i64)),
                 ]),
             ),

@@ -58,6 +58,15 @@ fn run(sig: &Signalling, cmd: RpCommand) -> RpResult {
         }
         RpCommand::Play(p) => {
             let leg = leg_of(sig, &p.call_id, &p.from_tag)?;
+            if p.uses_session_codecs() && !sig.codecs_signalled(&p.call_id) {
+                return Err((
+                    ecode::INVALID_ARGUMENT,
+                    ControlError::new(
+                        ErrorCode::InvalidField,
+                        "P with `session` codecs, but U/L named none (no c modifier)",
+                    ),
+                ));
+            }
             let repeat = match p.count {
                 // `P0` only stops what plays, as in rtpproxy.
                 0 => {
@@ -105,7 +114,8 @@ fn run(sig: &Signalling, cmd: RpCommand) -> RpResult {
                 } else {
                     continue;
                 }
-                c.relayed += n.rtp_out;
+                // rtp_out also counts played packets; rtpproxy's nrelayed does not.
+                c.relayed += n.rtp_out.saturating_sub(n.media_out);
                 c.dropped += n.dropped_foreign
                     + n.dropped_malformed
                     + n.dropped_no_route
@@ -127,7 +137,7 @@ fn run(sig: &Signalling, cmd: RpCommand) -> RpResult {
                     sessions_active: st.calls as u64,
                     streams_active: streams,
                     packets_received: totals.rtp_in,
-                    packets_transmitted: totals.rtp_out + totals.media_out,
+                    packets_transmitted: totals.rtp_out,
                     average_load: None,
                 },
             ))

@@ -100,6 +100,8 @@ struct SigCall {
     parties: Vec<Party>,
     created: SystemTime,
     last_signal: SystemTime,
+    /// Some offer or answer named codecs (rtpproxy `P ... session` needs them).
+    codecs: bool,
 }
 
 impl SigCall {
@@ -238,8 +240,10 @@ impl Signalling {
                 parties: Vec::new(),
                 created: SystemTime::now(),
                 last_signal: SystemTime::now(),
+                codecs: false,
             });
         call.last_signal = SystemTime::now();
+        call.codecs |= media.iter().any(|(_, m)| !m.codecs.is_empty());
         let (owner, other) = match side {
             Side::Offer => offer_parties(call, from_tag, to_tag),
             Side::Answer => {
@@ -551,6 +555,14 @@ impl Signalling {
                 log::warn!("call {call}: cannot delete after media timeout: {e}");
             }
         }
+    }
+
+    /// Whether an offer or answer of the call named codecs.
+    pub fn codecs_signalled(&self, call_id: &str) -> bool {
+        lock(&self.calls)
+            .calls
+            .get(call_id)
+            .is_some_and(|c| c.codecs)
     }
 
     /// Call-IDs, sorted, at most `limit`.
