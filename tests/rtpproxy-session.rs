@@ -27,6 +27,7 @@ backend_tests!(
     play_count_zero_stops_what_plays,
     play_in_session_codecs_needs_the_codec_list,
     udp_cookies_reply_cache_cunix_framing_and_garbage,
+    absurd_media_numbers_are_refused,
 );
 
 /// How long a control reply or an awaited stream condition may take.
@@ -850,4 +851,20 @@ fn udp_cookies_reply_cache_cunix_framing_and_garbage(backend: Backend) {
     );
     assert_eq!(kamailio.ask("4109_9", "V"), "4109_9 20040107\n");
     assert_eq!(stats(&mut ctl)["calls"], json!(0));
+}
+
+/// A `;medianum` beyond SDP's 64 sections is refused (it would otherwise make
+/// the engine size a table by it), and the engine keeps serving.
+fn absurd_media_numbers_are_refused(backend: Backend) {
+    let dir = TempDir::new();
+    let sock = dir.join("rtpproxy.sock");
+    let engine = start(backend, &dir, &[format!("unix:{}", sock.display())]);
+    let rp = |command: &str| unix_command(&sock, command);
+    for n in ["0", "65", "4000000000"] {
+        let u = format!("U {CALL_ID} 127.0.0.1 5000 {FROM_TAG};{n}");
+        assert_eq!(rp(&u), "E35\n", "media number {n}");
+    }
+    let u = format!("U {CALL_ID} 127.0.0.1 5000 {FROM_TAG};64");
+    port_reply(&rp(&u), &engine);
+    assert_eq!(rp("V"), "20040107\n");
 }

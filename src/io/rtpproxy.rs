@@ -193,7 +193,7 @@ fn update(sig: &Signalling, side: Side, s: Session) -> RpResult {
         ptime: None,
         disabled: false,
     };
-    let index = s.from_tag.medianum_or_first().saturating_sub(1) as usize;
+    let index = media_index(&s.from_tag)?;
     let opts = Options {
         // `a`: asymmetric, the endpoint sends from elsewhere; never latch.
         trust_address: s.modifiers.asymmetric,
@@ -235,8 +235,26 @@ fn update(sig: &Signalling, side: Side, s: Session) -> RpResult {
     }
 }
 
+/// The 0-based media section a tag's `;medianum` names, within SDP's limit.
+fn media_index(tag: &Tag) -> Result<usize, (u32, ControlError)> {
+    let n = tag.medianum_or_first();
+    if n == 0 || n as usize > crate::sdp::MAX_MEDIA {
+        return Err((
+            ecode::INVALID_ARGUMENT,
+            ControlError::new(
+                ErrorCode::InvalidField,
+                format!(
+                    "media number {n} is out of range 1..={}",
+                    crate::sdp::MAX_MEDIA
+                ),
+            ),
+        ));
+    }
+    Ok(n as usize - 1)
+}
+
 fn leg_of(sig: &Signalling, call_id: &str, tag: &Tag) -> Result<String, (u32, ControlError)> {
-    let index = tag.medianum_or_first().saturating_sub(1) as usize;
+    let index = media_index(tag)?;
     sig.leg(call_id, &tag.tag, index)
         .map_err(|e| (ecode::SESSION_NOT_FOUND, e))
 }
