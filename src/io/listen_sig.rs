@@ -175,22 +175,36 @@ fn cookie_lines(stream: UnixStream, handler: &Handler) -> io::Result<()> {
     }
 }
 
+/// Most bytes of replies the cache holds; the oldest go first beyond it.
+const REPLY_CACHE_BYTES: usize = 64 << 20;
+
 /// Replies kept for retransmissions, by sender and cookie, oldest first.
 struct ReplyCache {
     map: HashMap<(SocketAddr, Vec<u8>), Vec<u8>>,
     order: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
+    bytes: usize,
 }
 
 impl ReplyCache {
     fn expire(&mut self, now: Instant) {
         while let Some((at, _, _)) = self.order.front() {
-            if now.duration_since(*at) < REPLY_CACHE_TTL && self.order.len() < 1 << 20 {
+            if now.duration_since(*at) < REPLY_CACHE_TTL && self.bytes <= REPLY_CACHE_BYTES {
                 break;
             }
             if let Some((_, from, cookie)) = self.order.pop_front() {
-                self.map.remove(&(from, cookie));
+                if let Some(r) = self.map.remove(&(from, cookie)) {
+                    self.bytes -= r.len();
+                }
             }
         }
+    }
+
+    fn insert(&mut self, now: Instant, from: SocketAddr, cookie: Vec<u8>, reply: Vec<u8>) {
+        self.bytes += reply.len();
+        if let Some(old) = self.map.insert((from, cookie.clone()), reply) {
+            self.bytes -= old.len();
+        }
+        self.order.push_back((now, from, cookie));
     }
 }
 
@@ -198,6 +212,7 @@ fn serve_udp(socket: UdpSocket, handler: Handler) {
     let mut cache = ReplyCache {
         map: HashMap::new(),
         order: VecDeque::new(),
+        bytes: 0,
     };
     let mut buf = vec![0u8; 65536];
     loop {
@@ -217,8 +232,7 @@ fn serve_udp(socket: UdpSocket, handler: Handler) {
             Some(r) => r.clone(),
             None => {
                 let reply = with_cookie(cookie, &handler(command));
-                cache.map.insert(key.clone(), reply.clone());
-                cache.order.push_back((now, key.0, key.1));
+                cache.insert(now, key.0, key.1, reply.clone());
                 reply
             }
         };
