@@ -6,6 +6,7 @@ use crate::session::{LegKey, SessionEvent, Shard, SocketKind, SocketOp, Verdict}
 use crossbeam_channel::{Receiver, Sender};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -220,6 +221,28 @@ fn disconnect(sock: &UdpSocket) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Where a worker job leaves its result for the control thread waiting on it.
+struct ReplySlot<R> {
+    value: std::sync::Mutex<Option<R>>,
+    done: AtomicBool,
+    waiter: std::thread::Thread,
+}
+
+/// Owned by a job: marks its slot done and wakes the waiter when dropped,
+/// whether the job ran or was discarded unrun.
+struct Completer<R>(Arc<ReplySlot<R>>);
+
+impl<R> Drop for Completer<R> {
+    fn drop(&mut self) {
+        self.0.done.store(true, Ordering::Release);
+        self.0.waiter.unpark();
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The control plane's handle on a worker.
 pub struct WorkerHandle {
     jobs: Sender<Job>,
@@ -240,14 +263,26 @@ impl WorkerHandle {
         &self,
         f: impl FnOnce(&mut WorkerCtx) -> R + Send + 'static,
     ) -> Result<R, WorkerGone> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let job: Job = Box::new(move |ctx| {
-            // The caller may have given up waiting; nothing to do then.
-            let _ = tx.send(f(ctx));
+        let slot = Arc::new(ReplySlot {
+            value: std::sync::Mutex::new(None),
+            done: AtomicBool::new(false),
+            waiter: std::thread::current(),
         });
+        let completer = Completer(Arc::clone(&slot));
+        let job: Job = Box::new(move |ctx| {
+            let r = f(ctx);
+            *lock(&completer.0.value) = Some(r);
+            // Dropping `completer` wakes the caller.
+        });
+        // A job that never runs (the worker has gone) is dropped, which also wakes us.
         self.jobs.send(job).map_err(|_| WorkerGone(self.id))?;
         self.waker.wake();
-        rx.recv().map_err(|_| WorkerGone(self.id))
+        // Block at once rather than spin: on a one-core host the worker needs our CPU.
+        while !slot.done.load(Ordering::Acquire) {
+            std::thread::park();
+        }
+        let value = lock(&slot.value).take();
+        value.ok_or(WorkerGone(self.id))
     }
 
     /// Stops the worker and waits for its thread.

@@ -22,6 +22,8 @@ const OP_SEND: u64 = 2;
 const OP_WAKE: u64 = 3;
 const OP_CANCEL: u64 = 4;
 const OP_MEDIA: u64 = 5;
+/// `io_uring_enter` flag: reap completions (and run deferred task work).
+const IORING_ENTER_GETEVENTS: u32 = 1;
 /// Registered file table size.
 const FIXED_SLOTS: u32 = 65536;
 /// Past this many queued sends, submit them before waiting, so their buffers
@@ -402,6 +404,22 @@ impl Uring {
         }
     }
 
+    /// Submits what is queued and runs the ring's deferred completions without
+    /// waiting: a cancelled receive then lets go of its socket at once, so a
+    /// close right after really frees the port (with DEFER_TASKRUN, only an
+    /// enter carrying GETEVENTS runs that work).
+    fn retire_now(&mut self) -> io::Result<()> {
+        let queued = self.ring.submission().len() as u32;
+        // SAFETY: no argument struct is passed; every queued SQE points at memory
+        // this struct keeps alive until its completion.
+        unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(queued, 0, IORING_ENTER_GETEVENTS, None)
+        }
+        .map(|_| ())
+    }
+
     /// Processes every completion in the queue.
     fn reap(&mut self, on_packet: &mut dyn FnMut(Token, SocketAddr, &mut [u8]) -> Egress) {
         let mut cqes = std::mem::take(&mut self.cqes);
@@ -489,7 +507,7 @@ impl PacketIo for Uring {
             .user_data(user_data(OP_CANCEL, 0));
         // Submit now: the socket is closed right after, and the cancellation
         // must reach the kernel before its fd number can be reused.
-        if self.push(&sqe).and_then(|_| self.ring.submit()).is_err() {
+        if self.push(&sqe).and_then(|_| self.retire_now()).is_err() {
             log::warn!("io_uring: cannot cancel a receive; it ends when the socket closes");
         }
     }
