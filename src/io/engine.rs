@@ -37,6 +37,14 @@ struct LegEntry {
     ptime: u32,
 }
 
+/// A leg validated, named and bound, not yet on its worker.
+struct PreparedLeg {
+    name: String,
+    worker: usize,
+    config: LegConfig,
+    sockets: LegSockets,
+}
+
 struct Directory {
     ports: PortAllocator,
     lots: ParkingLots,
@@ -850,74 +858,19 @@ impl Engine {
     }
 
     fn create_leg(&self, c: CreateLeg) -> Result<LegCreated, ControlError> {
-        if c.call.is_empty() {
-            return Err(ControlError::new(
-                ErrorCode::InvalidField,
-                "call must be a non-empty string",
-            ));
-        }
         let mut dir = lock(&self.dir);
-        let name = match c.leg {
-            Some(name) if dir.legs.contains_key(&name) => {
-                return Err(ControlError::new(
-                    ErrorCode::LegExists,
-                    format!(
-                        "a leg named `{name}` already exists; pick another name or delete it first"
-                    ),
-                ))
-            }
-            Some(name) => name,
-            None => loop {
-                let n = dir.next_leg;
-                dir.next_leg += 1;
-                let name = format!("L{n}");
-                if !dir.legs.contains_key(&name) {
-                    break name;
-                }
-            },
-        };
-        let worker = match dir.calls.get(&c.call) {
-            Some(e) => e.worker,
-            None => (0..self.workers.len())
-                .min_by_key(|&w| dir.legs_per_worker[w])
-                .unwrap_or(0),
-        };
-        let pair = dir.ports.allocate().map_err(|e| match e {
-            PortError::Exhausted { .. } => {
-                ControlError::new(ErrorCode::PortsExhausted, e.to_string())
-            }
-            PortError::Socket(_) => ControlError::new(ErrorCode::Internal, e.to_string()),
-        })?;
-        let port = pair.port;
-        let ip = self.config.interface.bind;
-        let leg_config = LegConfig {
-            call: c.call.clone(),
-            name: name.clone(),
-            local_rtp: std::net::SocketAddr::new(ip, port),
-            local_rtcp: std::net::SocketAddr::new(ip, port + 1),
-            remote: c.remote,
-            remote_rtcp: c.remote_rtcp,
-            latch: if c.trust_address {
-                LatchPolicy::Trust
-            } else {
-                LatchPolicy::Learn
-            },
-            rtcp_mux: c.rtcp_mux,
-            codecs: c.codecs,
-            media_timeout: c.media_timeout.map_or(self.config.media_timeout, |s| {
-                Duration::from_secs(s.max(1) as u64)
-            }),
-            silent_timeout: self.config.silent_timeout,
-            silent: c.silent,
-            ssrc_per_source: c.ssrc_per_source,
-        };
-        let sockets = LegSockets {
-            rtp: pair.rtp,
-            rtcp: pair.rtcp,
-            port,
-        };
+        let leg = self.prepare_leg(&mut dir, &c, None, None)?;
+        let ptime = c.ptime.unwrap_or(self.config.ptime);
+        let worker = leg.worker;
+        let port = leg.sockets.port;
+        let PreparedLeg {
+            name,
+            config,
+            sockets,
+            ..
+        } = leg;
         let added = self.workers[worker]
-            .call(move |ctx: &mut WorkerCtx| ctx.add_leg(Instant::now(), leg_config, sockets));
+            .call(move |ctx: &mut WorkerCtx| ctx.add_leg(Instant::now(), config, sockets));
         let key = match added {
             Ok(Ok(key)) => key,
             Ok(Err(e)) => {
@@ -932,18 +885,191 @@ impl Engine {
                 return Err(e.into());
             }
         };
+        Ok(self.record_leg(&mut dir, c.call, name, key, worker, port, ptime))
+    }
+
+    /// Creates two legs of one call and bridges them, in a single worker job:
+    /// what an offer needs for each new media section. Either both legs exist
+    /// afterwards, bridged, or neither does.
+    pub fn create_bridged_pair(
+        &self,
+        a: CreateLeg,
+        b: CreateLeg,
+    ) -> Result<[LegCreated; 2], ControlError> {
+        if a.call != b.call {
+            return Err(ControlError::new(
+                ErrorCode::InvalidField,
+                "a bridged pair's legs must belong to one call",
+            ));
+        }
+        if a.leg.is_some() && a.leg == b.leg {
+            return Err(ControlError::new(
+                ErrorCode::InvalidState,
+                "cannot bridge a leg to itself; name two different legs",
+            ));
+        }
+        let mut dir = lock(&self.dir);
+        let first = self.prepare_leg(&mut dir, &a, None, None)?;
+        let second = match self.prepare_leg(&mut dir, &b, Some(first.worker), Some(&first.name)) {
+            Ok(l) => l,
+            Err(e) => {
+                dir.ports.release(first.sockets.port);
+                return Err(e);
+            }
+        };
+        let worker = first.worker;
+        let ports = [first.sockets.port, second.sockets.port];
+        let names = [first.name, second.name];
+        let (ca, sa, cb, sb) = (first.config, first.sockets, second.config, second.sockets);
+        let added = self.workers[worker].call(move |ctx: &mut WorkerCtx| {
+            let now = Instant::now();
+            let ka = ctx.add_leg(now, ca, sa).map_err(|e| (ports[0], e))?;
+            let kb = match ctx.add_leg(now, cb, sb) {
+                Ok(k) => k,
+                Err(e) => {
+                    // Dropping the detached sockets closes them here.
+                    drop(ctx.detach_leg(ka));
+                    return Err((ports[1], e));
+                }
+            };
+            match ctx.shard.bridge(ka, kb) {
+                Ok(()) => Ok((ka, kb)),
+                Err(e) => {
+                    drop(ctx.detach_leg(ka));
+                    drop(ctx.detach_leg(kb));
+                    Err((ports[0], std::io::Error::other(e.to_string())))
+                }
+            }
+        });
+        let (ka, kb) = match added {
+            Ok(Ok(keys)) => keys,
+            Ok(Err((port, e))) => {
+                ports.iter().for_each(|&p| dir.ports.release(p));
+                return Err(ControlError::new(
+                    ErrorCode::Internal,
+                    format!("cannot receive on port {port}: {e}"),
+                ));
+            }
+            Err(e) => {
+                ports.iter().for_each(|&p| dir.ports.release(p));
+                return Err(e.into());
+            }
+        };
+        let pa = a.ptime.unwrap_or(self.config.ptime);
+        let pb = b.ptime.unwrap_or(self.config.ptime);
+        let [na, nb] = names;
+        let la = self.record_leg(&mut dir, a.call, na, ka, worker, ports[0], pa);
+        let lb = self.record_leg(&mut dir, b.call, nb, kb, worker, ports[1], pb);
+        Ok([la, lb])
+    }
+
+    /// Validates a new leg, names it, picks its worker (`worker` if given, else
+    /// its call's, else the least loaded) and binds its ports. `taken` is a name
+    /// already claimed by the same request.
+    fn prepare_leg(
+        &self,
+        dir: &mut Directory,
+        c: &CreateLeg,
+        worker: Option<usize>,
+        taken: Option<&str>,
+    ) -> Result<PreparedLeg, ControlError> {
+        if c.call.is_empty() {
+            return Err(ControlError::new(
+                ErrorCode::InvalidField,
+                "call must be a non-empty string",
+            ));
+        }
+        let name = match &c.leg {
+            Some(name) if dir.legs.contains_key(name) || taken == Some(name.as_str()) => {
+                return Err(ControlError::new(
+                    ErrorCode::LegExists,
+                    format!(
+                        "a leg named `{name}` already exists; pick another name or delete it first"
+                    ),
+                ))
+            }
+            Some(name) => name.clone(),
+            None => loop {
+                let n = dir.next_leg;
+                dir.next_leg += 1;
+                let name = format!("L{n}");
+                if !dir.legs.contains_key(&name) && taken != Some(name.as_str()) {
+                    break name;
+                }
+            },
+        };
+        let worker = match (worker, dir.calls.get(&c.call)) {
+            (Some(w), _) => w,
+            (None, Some(e)) => e.worker,
+            (None, None) => (0..self.workers.len())
+                .min_by_key(|&w| dir.legs_per_worker[w])
+                .unwrap_or(0),
+        };
+        let pair = dir.ports.allocate().map_err(|e| match e {
+            PortError::Exhausted { .. } => {
+                ControlError::new(ErrorCode::PortsExhausted, e.to_string())
+            }
+            PortError::Socket(_) => ControlError::new(ErrorCode::Internal, e.to_string()),
+        })?;
+        let port = pair.port;
+        let ip = self.config.interface.bind;
+        let config = LegConfig {
+            call: c.call.clone(),
+            name: name.clone(),
+            local_rtp: std::net::SocketAddr::new(ip, port),
+            local_rtcp: std::net::SocketAddr::new(ip, port + 1),
+            remote: c.remote,
+            remote_rtcp: c.remote_rtcp,
+            latch: if c.trust_address {
+                LatchPolicy::Trust
+            } else {
+                LatchPolicy::Learn
+            },
+            rtcp_mux: c.rtcp_mux,
+            codecs: c.codecs.clone(),
+            media_timeout: c.media_timeout.map_or(self.config.media_timeout, |s| {
+                Duration::from_secs(s.max(1) as u64)
+            }),
+            silent_timeout: self.config.silent_timeout,
+            silent: c.silent,
+            ssrc_per_source: c.ssrc_per_source,
+        };
+        Ok(PreparedLeg {
+            name,
+            worker,
+            config,
+            sockets: LegSockets {
+                rtp: pair.rtp,
+                rtcp: pair.rtcp,
+                port,
+            },
+        })
+    }
+
+    /// Enters a leg its worker has added into the directory.
+    #[allow(clippy::too_many_arguments)]
+    fn record_leg(
+        &self,
+        dir: &mut Directory,
+        call: String,
+        name: String,
+        key: LegKey,
+        worker: usize,
+        port: u16,
+        ptime: u32,
+    ) -> LegCreated {
         dir.legs_per_worker[worker] += 1;
         dir.legs.insert(
             name.clone(),
             LegEntry {
-                call: c.call.clone(),
+                call: call.clone(),
                 worker,
                 key,
-                ptime: c.ptime.unwrap_or(self.config.ptime),
+                ptime,
             },
         );
         dir.calls
-            .entry(c.call.clone())
+            .entry(call.clone())
             .or_insert_with(|| CallEntry {
                 worker,
                 legs: Vec::new(),
@@ -951,13 +1077,13 @@ impl Engine {
             })
             .legs
             .push(name.clone());
-        Ok(LegCreated {
-            call: c.call,
+        LegCreated {
+            call,
             leg: name,
             ip: self.config.interface.advertised,
             rtp_port: port,
             rtcp_port: port + 1,
-        })
+        }
     }
 
     fn update_leg(&self, u: UpdateLeg) -> Result<Reply, ControlError> {
@@ -1054,6 +1180,64 @@ impl Engine {
                 ))
             }
         }
+    }
+
+    /// Deletes a call and all its legs, returning what a query just before
+    /// would have: one worker job per worker both reads and removes the legs.
+    pub fn delete_call_reporting(&self, call: &str) -> Result<CallInfo, ControlError> {
+        let mut dir = lock(&self.dir);
+        let entry = dir.calls.remove(call).ok_or_else(|| unknown_call(call))?;
+        let mut per_worker: Vec<Vec<(usize, LegKey)>> = vec![Vec::new(); self.workers.len()];
+        for (i, name) in entry.legs.iter().enumerate() {
+            let Some(leg) = dir.legs.remove(name) else {
+                continue;
+            };
+            if dir
+                .lots
+                .remove_leg(Instant::now(), name, GiveUpReason::Deleted)
+                .is_some()
+            {
+                self.publish_park_events(&mut dir, None);
+            }
+            dir.legs_per_worker[leg.worker] -= 1;
+            per_worker[leg.worker].push((i, leg.key));
+        }
+        let mut legs: Vec<Option<LegInfo>> = vec![None; entry.legs.len()];
+        for (w, keys) in per_worker.into_iter().enumerate() {
+            if keys.is_empty() {
+                continue;
+            }
+            let removed = self.workers[w].call(move |ctx| {
+                // Read every leg before removing any: a leg's info names its peer.
+                let infos: Vec<_> = keys
+                    .iter()
+                    .map(|&(i, key)| (i, leg_info(ctx, key)))
+                    .collect();
+                // Dropping the sockets here closes them on the worker.
+                let ports: Vec<u16> = keys
+                    .iter()
+                    .filter_map(|&(_, key)| ctx.detach_leg(key).map(|(_, s)| s.port))
+                    .collect();
+                (infos, ports)
+            })?;
+            let (infos, ports) = removed;
+            for port in ports {
+                dir.ports.release(port);
+            }
+            for (i, info) in infos {
+                legs[i] = info;
+            }
+        }
+        drop(dir);
+        self.publish(Event::CallDeleted {
+            call: call.to_owned(),
+            reason: "command",
+        });
+        Ok(CallInfo {
+            call: call.to_owned(),
+            age_secs: entry.created.elapsed().as_secs_f64(),
+            legs: legs.into_iter().flatten().collect(),
+        })
     }
 
     /// Removes a leg from its worker and the directory (not from its call entry).

@@ -291,6 +291,10 @@ impl Signalling {
                 out.push(None);
                 continue;
             }
+            if self.create_pair(call_id, call, [owner, other], index, m, opts)? {
+                out.push(call.parties[other].locals[index]);
+                continue;
+            }
             let (owner_leg, owner_new) = self.ensure_leg(call_id, call, owner, index, m, opts)?;
             let (other_leg, other_new) =
                 self.ensure_leg(call_id, call, other, index, &MediaOffer::default(), opts)?;
@@ -303,6 +307,55 @@ impl Signalling {
             out.push(call.parties[other].locals[index]);
         }
         Ok(out)
+    }
+
+    /// When neither party has a leg for media section `index` yet, creates
+    /// both (the owner's from `m`) already bridged, with one engine request;
+    /// returns whether it did.
+    fn create_pair(
+        &self,
+        call_id: &str,
+        call: &mut SigCall,
+        [owner, other]: [usize; 2],
+        index: usize,
+        m: &MediaOffer,
+        opts: Options,
+    ) -> Result<bool, ControlError> {
+        let has_leg = |p: usize| call.parties[p].legs.get(index).is_some_and(Option::is_some);
+        if owner == other || has_leg(owner) || has_leg(other) {
+            return Ok(false);
+        }
+        let create = |m: &MediaOffer| CreateLeg {
+            call: call_id.to_owned(),
+            leg: None,
+            remote: m.remote,
+            remote_rtcp: m.remote_rtcp,
+            trust_address: opts.trust_address,
+            rtcp_mux: m.rtcp_mux,
+            codecs: m.codecs.clone(),
+            media_timeout: None,
+            silent: false,
+            ssrc_per_source: false,
+            ptime: m.ptime,
+        };
+        let none = MediaOffer::default();
+        let created = self.engine.create_bridged_pair(create(m), create(&none))?;
+        for ((p, m), c) in [(owner, m), (other, &none)].into_iter().zip(created) {
+            let party = &mut call.parties[p];
+            if party.legs.len() <= index {
+                party.legs.resize(index + 1, None);
+                party.remotes.resize(index + 1, None);
+                party.locals.resize(index + 1, None);
+            }
+            party.legs[index] = Some(c.leg);
+            party.remotes[index] = m.remote;
+            party.locals[index] = Some(Local {
+                ip: c.ip,
+                rtp_port: c.rtp_port,
+                rtcp_port: c.rtcp_port,
+            });
+        }
+        Ok(true)
     }
 
     /// The leg of party `p` for media section `index`, created from `m` if
@@ -383,24 +436,16 @@ impl Signalling {
         if known {
             dir.deleted += 1;
         }
-        let info = match self.engine.execute(Command::QueryCall {
-            call: call_id.to_owned(),
-        }) {
-            Ok(Reply::Call(info)) => Some(info),
-            _ => None,
-        };
-        match self.engine.execute(Command::DeleteCall {
-            call: call_id.to_owned(),
-        }) {
-            Ok(_) => {}
-            Err(e) if e.code == ErrorCode::UnknownCall && known => {}
-            Err(e) => return Err(e),
+        match self.engine.delete_call_reporting(call_id) {
+            Ok(info) => Ok(info),
+            // Its legs were deleted behind our back (native protocol).
+            Err(e) if e.code == ErrorCode::UnknownCall && known => Ok(CallInfo {
+                call: call_id.to_owned(),
+                age_secs: 0.0,
+                legs: Vec::new(),
+            }),
+            Err(e) => Err(e),
         }
-        Ok(info.unwrap_or(CallInfo {
-            call: call_id.to_owned(),
-            age_secs: 0.0,
-            legs: Vec::new(),
-        }))
     }
 
     /// Deletes every call (rtpproxy `X`).
