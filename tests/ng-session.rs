@@ -19,7 +19,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::*;
 
 backend_tests!(
@@ -220,7 +220,12 @@ fn start(backend: Backend, dir: &TempDir, listen: &str) -> Engine {
         Some((_, path)) => UnixStream::connect(path).is_ok(),
         None => panic!("bad listen address {listen}"),
     };
-    wait_until(&format!("rtpark listens on {listen}"), &engine, answers);
+    wait_until(
+        &format!("rtpark listens on {listen}"),
+        &engine,
+        TIMEOUT,
+        answers,
+    );
     engine
 }
 
@@ -376,36 +381,6 @@ fn counter(ctl: &mut Control, call: &str, port: u16, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no counter {name}: {leg}"))
 }
 
-/// Where a received packet came from, judged by its payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Heard {
-    /// The other phone, relayed.
-    Live,
-    /// The `default` class.
-    Music,
-    /// Anything else.
-    Other,
-}
-
-fn heard(p: &RtpView, peer_tag: [u8; 4]) -> Heard {
-    if p.payload.starts_with(&peer_tag) {
-        return Heard::Live;
-    }
-    if p.pt == 0
-        && dominant_tone(&ulaw_samples(&p.payload), 8000, &[QUICK_DEFAULT_HZ, 800.0]) == Some(0)
-    {
-        return Heard::Music;
-    }
-    Heard::Other
-}
-
-fn parse_all(recorded: &[Stamped]) -> Vec<RtpView> {
-    recorded
-        .iter()
-        .map(|s| parse_rtp(&s.data).unwrap_or_else(|| panic!("not RTP: {:02x?}", s.data)))
-        .collect()
-}
-
 /// Packets recorded from index `from` on that `pred` accepts.
 fn count_from(rec: &Recorder, from: usize, pred: impl Fn(&RtpView) -> bool) -> usize {
     parse_all(&rec.snapshot())
@@ -413,73 +388,6 @@ fn count_from(rec: &Recorder, from: usize, pred: impl Fn(&RtpView) -> bool) -> u
         .skip(from)
         .filter(|p| pred(p))
         .count()
-}
-
-fn runs(kinds: &[Heard]) -> Vec<(Heard, usize, usize)> {
-    let mut out: Vec<(Heard, usize, usize)> = Vec::new();
-    for (i, &k) in kinds.iter().enumerate() {
-        match out.last_mut() {
-            Some(r) if r.0 == k => r.2 += 1,
-            _ => out.push((k, i, 1)),
-        }
-    }
-    out
-}
-
-fn describe(packets: &[RtpView], kinds: &[Heard]) -> String {
-    runs(kinds)
-        .iter()
-        .map(|&(k, start, len)| {
-            let (first, last) = (&packets[start], &packets[start + len - 1]);
-            format!(
-                "  {k:?}: {len} packets, seq {}..={}, ssrc {:08x}, pt {}, marker on first {}\n",
-                first.seq, last.seq, first.ssrc, first.pt, first.marker
-            )
-        })
-        .collect()
-}
-
-/// Asserts a phone heard its peer, then the `default` class, then its peer
-/// again, as one stream: one SSRC, sequence numbers without a gap, the marker
-/// on the first packet of each switch and nowhere else.
-fn assert_live_music_live(who: &str, recorded: &[Stamped], peer_tag: [u8; 4], engine: &Engine) {
-    let packets = parse_all(recorded);
-    let kinds: Vec<Heard> = packets.iter().map(|p| heard(p, peer_tag)).collect();
-    let runs = runs(&kinds);
-    let sources: Vec<Heard> = runs.iter().map(|r| r.0).collect();
-    let switches: Vec<usize> = runs.iter().skip(1).map(|r| r.1).collect();
-    let mut problems = continuity_problems(&packets, &switches);
-    for (i, p) in packets.iter().enumerate() {
-        if kinds[i] == Heard::Music && (p.pt != 0 || p.payload.len() != 160) {
-            problems.push(format!(
-                "music packet {i} has PT {} and {} bytes, not PCMU 160",
-                p.pt,
-                p.payload.len()
-            ));
-        }
-    }
-    assert!(
-        sources == [Heard::Live, Heard::Music, Heard::Live] && problems.is_empty(),
-        "{who} should hear live → music → live as one stream; got {sources:?}; problems:\n  {}\n\
-         stream:\n{}engine stderr:\n{}",
-        problems.join("\n  "),
-        describe(&packets, &kinds),
-        engine.stderr()
-    );
-}
-
-/// Polls `cond` until it holds; panics with `what` after [`TIMEOUT`].
-fn wait_until(what: &str, engine: &Engine, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !cond() {
-        if Instant::now() > deadline {
-            panic!(
-                "timed out after {TIMEOUT:?} waiting until {what}; stderr:\n{}",
-                engine.stderr()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// How long to let packets already in flight arrive after a change.
@@ -604,7 +512,7 @@ fn play_and_stop_media_over_unix_keep_one_stream(backend: Backend) {
         .rtp
         .pace(call.to_callee, StreamSpec::pcmu(SSRC_CALLEE, TAG_CALLEE));
     let live = |rec: &Recorder, tag: [u8; 4]| count_from(rec, 0, |p| heard(p, tag) == Heard::Live);
-    wait_until("the callee hears the caller", &engine, || {
+    wait_until("the callee hears the caller", &engine, TIMEOUT, || {
         live(&rec_callee, TAG_CALLER) >= 15
     });
 
@@ -618,14 +526,17 @@ fn play_and_stop_media_over_unix_keep_one_stream(backend: Backend) {
         duration > 0 && duration % 20 == 0,
         "duration {duration} ms should be a positive whole number of 20 ms frames"
     );
-    wait_until("the callee hears music", &engine, || {
+    wait_until("the callee hears music", &engine, TIMEOUT, || {
         count_from(&rec_callee, 0, |p| heard(p, TAG_CALLER) == Heard::Music) >= 25
     });
     ng.ok(&call.about("stop media", TO_TAG, &[]));
     let live_before = live(&rec_callee, TAG_CALLER);
-    wait_until("the callee hears the caller again", &engine, || {
-        live(&rec_callee, TAG_CALLER) >= live_before + 15
-    });
+    wait_until(
+        "the callee hears the caller again",
+        &engine,
+        TIMEOUT,
+        || live(&rec_callee, TAG_CALLER) >= live_before + 15,
+    );
     drop((pacer_caller, pacer_callee));
     std::thread::sleep(SETTLE);
 
@@ -653,7 +564,7 @@ fn block_and_silence_media_act_on_one_party(backend: Backend) {
         .rtp
         .pace(call.to_caller, StreamSpec::pcmu(SSRC_CALLER, TAG_CALLER));
     let from_caller = |p: &RtpView| p.payload.starts_with(&TAG_CALLER);
-    wait_until("the callee hears the caller", &engine, || {
+    wait_until("the callee hears the caller", &engine, TIMEOUT, || {
         count_from(&rec, 0, from_caller) >= 10
     });
 
@@ -663,14 +574,19 @@ fn block_and_silence_media_act_on_one_party(backend: Backend) {
     ng.ok(&call.about("block media", FROM_TAG, &[]));
     std::thread::sleep(SETTLE);
     let n0 = rec.len();
-    wait_until("25 of the caller's packets are blocked", &engine, || {
-        counter(
-            &mut engine.control(),
-            &call.id,
-            call.to_caller,
-            "dropped_blocked",
-        ) >= 25
-    });
+    wait_until(
+        "25 of the caller's packets are blocked",
+        &engine,
+        TIMEOUT,
+        || {
+            counter(
+                &mut engine.control(),
+                &call.id,
+                call.to_caller,
+                "dropped_blocked",
+            ) >= 25
+        },
+    );
     let n1 = rec.len();
     assert_eq!(
         n1 - n0,
@@ -679,7 +595,7 @@ fn block_and_silence_media_act_on_one_party(backend: Backend) {
         n1 - n0
     );
     ng.ok(&call.about("unblock media", FROM_TAG, &[]));
-    wait_until("the caller is heard again", &engine, || {
+    wait_until("the caller is heard again", &engine, TIMEOUT, || {
         count_from(&rec, n1, from_caller) >= 10
     });
     let blocked = counter(&mut ctl, &call.id, call.to_caller, "dropped_blocked");
@@ -694,16 +610,19 @@ fn block_and_silence_media_act_on_one_party(backend: Backend) {
     ng.ok(&call.about("silence media", FROM_TAG, &[]));
     std::thread::sleep(SETTLE);
     let s0 = rec.len();
-    wait_until("25 silenced packets arrive", &engine, || {
+    wait_until("25 silenced packets arrive", &engine, TIMEOUT, || {
         rec.len() >= s0 + 25
     });
     ng.ok(&call.about("unsilence media", FROM_TAG, &[]));
     let s1 = rec.len();
     std::thread::sleep(SETTLE);
     let u0 = rec.len();
-    wait_until("the caller's own audio is heard again", &engine, || {
-        count_from(&rec, u0, from_caller) >= 10
-    });
+    wait_until(
+        "the caller's own audio is heard again",
+        &engine,
+        TIMEOUT,
+        || count_from(&rec, u0, from_caller) >= 10,
+    );
     let sent = pacer.finish();
     let packets = parse_all(&rec.finish());
     let silenced = &packets[s0..s1];
@@ -761,7 +680,7 @@ fn moh_dictionary_plays_music_while_held(backend: Backend) {
     let live = |rec: &Recorder, from: usize, tag: [u8; 4]| {
         count_from(rec, from, |p| heard(p, tag) == Heard::Live)
     };
-    wait_until("both phones hear each other", &engine, || {
+    wait_until("both phones hear each other", &engine, TIMEOUT, || {
         live(&rec_callee, 0, TAG_CALLER) >= 15 && live(&rec_caller, 0, TAG_CALLEE) >= 15
     });
 
@@ -786,7 +705,7 @@ fn moh_dictionary_plays_music_while_held(backend: Backend) {
     reoffer("sendonly");
     std::thread::sleep(SETTLE);
     let held_from = rec_caller.len();
-    wait_until("the held callee hears music", &engine, || {
+    wait_until("the held callee hears music", &engine, TIMEOUT, || {
         count_from(&rec_callee, 0, |p| heard(p, TAG_CALLER) == Heard::Music) >= 25
     });
     let held_until = rec_caller.len();
@@ -812,10 +731,15 @@ fn moh_dictionary_plays_music_while_held(backend: Backend) {
     reoffer("sendrecv");
     let callee_live = live(&rec_callee, 0, TAG_CALLER);
     let caller_live = live(&rec_caller, 0, TAG_CALLEE);
-    wait_until("both phones hear each other again", &engine, || {
-        live(&rec_callee, 0, TAG_CALLER) >= callee_live + 15
-            && live(&rec_caller, 0, TAG_CALLEE) >= caller_live + 15
-    });
+    wait_until(
+        "both phones hear each other again",
+        &engine,
+        TIMEOUT,
+        || {
+            live(&rec_callee, 0, TAG_CALLER) >= callee_live + 15
+                && live(&rec_caller, 0, TAG_CALLEE) >= caller_live + 15
+        },
+    );
     assert_eq!(
         leg_on_port(&mut ctl, &call.id, call.to_callee)["state"],
         json!("live"),
@@ -972,7 +896,7 @@ fn statistics_count_played_packets_apart_from_relayed(backend: Backend) {
         "{}",
         show(&reply)
     );
-    wait_until("the file has played", &engine, || rec.len() >= 25);
+    wait_until("the file has played", &engine, TIMEOUT, || rec.len() >= 25);
     // The file has ended when nothing new came for 300 ms.
     let mut seen = 0;
     while rec.len() != seen {

@@ -178,7 +178,12 @@ fn start(backend: Backend, dir: &TempDir, listen: &[String]) -> Engine {
             Some((_, path)) => UnixStream::connect(path).is_ok(),
             None => panic!("bad listen address {addr}"),
         };
-        wait_until(&format!("rtpark listens on {addr}"), &engine, answers);
+        wait_until(
+            &format!("rtpark listens on {addr}"),
+            &engine,
+            TIMEOUT,
+            answers,
+        );
     }
     engine
 }
@@ -191,109 +196,11 @@ fn stats(ctl: &mut Control) -> Value {
 // What a phone heard.
 // ---------------------------------------------------------------------------
 
-/// Where a received packet came from, judged by its payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Heard {
-    /// The other phone, relayed.
-    Live,
-    /// The `default` class.
-    Music,
-    /// Anything else.
-    Other,
-}
-
-fn heard(p: &RtpView, peer_tag: [u8; 4]) -> Heard {
-    if p.payload.starts_with(&peer_tag) {
-        return Heard::Live;
-    }
-    let freqs = [QUICK_DEFAULT_HZ, CALM_HZ, WAV_HZ];
-    if p.pt == 0 && dominant_tone(&ulaw_samples(&p.payload), 8000, &freqs) == Some(0) {
-        return Heard::Music;
-    }
-    Heard::Other
-}
-
-fn parse_all(recorded: &[Stamped]) -> Vec<RtpView> {
-    recorded
-        .iter()
-        .map(|s| parse_rtp(&s.data).unwrap_or_else(|| panic!("not RTP: {:02x?}", s.data)))
-        .collect()
-}
-
 fn count(rec: &Recorder, peer_tag: [u8; 4], kind: Heard) -> usize {
     parse_all(&rec.snapshot())
         .iter()
         .filter(|p| heard(p, peer_tag) == kind)
         .count()
-}
-
-/// Runs of packets from one source: (source, first index, length).
-fn runs(kinds: &[Heard]) -> Vec<(Heard, usize, usize)> {
-    let mut out: Vec<(Heard, usize, usize)> = Vec::new();
-    for (i, &k) in kinds.iter().enumerate() {
-        match out.last_mut() {
-            Some(r) if r.0 == k => r.2 += 1,
-            _ => out.push((k, i, 1)),
-        }
-    }
-    out
-}
-
-/// A readable account of a stream, for failure messages.
-fn describe(packets: &[RtpView], kinds: &[Heard]) -> String {
-    runs(kinds)
-        .iter()
-        .map(|&(k, start, len)| {
-            let (first, last) = (&packets[start], &packets[start + len - 1]);
-            format!(
-                "  {k:?}: {len} packets, seq {}..={}, ssrc {:08x}, pt {}, marker on first {}\n",
-                first.seq, last.seq, first.ssrc, first.pt, first.marker
-            )
-        })
-        .collect()
-}
-
-/// Asserts a phone heard its peer, then the `default` class, then its peer
-/// again, as one stream: one SSRC, sequence numbers without a gap, the marker
-/// on the first packet of each switch and nowhere else.
-fn assert_live_music_live(who: &str, recorded: &[Stamped], peer_tag: [u8; 4], engine: &Engine) {
-    let packets = parse_all(recorded);
-    let kinds: Vec<Heard> = packets.iter().map(|p| heard(p, peer_tag)).collect();
-    let runs = runs(&kinds);
-    let sources: Vec<Heard> = runs.iter().map(|r| r.0).collect();
-    let switches: Vec<usize> = runs.iter().skip(1).map(|r| r.1).collect();
-    let mut problems = continuity_problems(&packets, &switches);
-    for (i, p) in packets.iter().enumerate() {
-        if kinds[i] == Heard::Music && (p.pt != 0 || p.payload.len() != 160) {
-            problems.push(format!(
-                "music packet {i} has PT {} and {} bytes, not PCMU 160",
-                p.pt,
-                p.payload.len()
-            ));
-        }
-    }
-    assert!(
-        sources == [Heard::Live, Heard::Music, Heard::Live] && problems.is_empty(),
-        "{who} should hear live → music → live as one stream; got {sources:?}; problems:\n  {}\n\
-         stream:\n{}engine stderr:\n{}",
-        problems.join("\n  "),
-        describe(&packets, &kinds),
-        engine.stderr()
-    );
-}
-
-/// Polls `cond` until it holds; panics with `what` after [`TIMEOUT`].
-fn wait_until(what: &str, engine: &Engine, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + TIMEOUT;
-    while !cond() {
-        if Instant::now() > deadline {
-            panic!(
-                "timed out after {TIMEOUT:?} waiting until {what}; stderr:\n{}",
-                engine.stderr()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Waits until `rec` got something and then nothing new for 300 ms (a prompt
@@ -412,21 +319,24 @@ fn kamailio_call_relays_plays_music_and_deletes(backend: Backend) {
     let pacer_callee = callee
         .rtp
         .pace(to_callee, StreamSpec::pcmu(0x0ca1_1ee0, TAG_CALLEE));
-    wait_until("the callee hears the caller", &engine, || {
+    wait_until("the callee hears the caller", &engine, TIMEOUT, || {
         count(&rec_callee, TAG_CALLER, Heard::Live) >= 15
     });
     let p = format!("P-1 {CALL_ID} default session {TO_TAG};1 {FROM_TAG};1");
     assert_eq!(rp(&p), "0\n");
-    wait_until("the callee hears music", &engine, || {
+    wait_until("the callee hears music", &engine, TIMEOUT, || {
         count(&rec_callee, TAG_CALLER, Heard::Music) >= 25
     });
     let caller_heard_before_stop = count(&rec_caller, TAG_CALLEE, Heard::Live);
     // rtpproxy_stop_stream2uas().
     assert_eq!(rp(&format!("S {CALL_ID} {TO_TAG};1 {FROM_TAG};1")), "0\n");
     let live_before_stop = count(&rec_callee, TAG_CALLER, Heard::Live);
-    wait_until("the callee hears the caller again", &engine, || {
-        count(&rec_callee, TAG_CALLER, Heard::Live) >= live_before_stop + 15
-    });
+    wait_until(
+        "the callee hears the caller again",
+        &engine,
+        TIMEOUT,
+        || count(&rec_callee, TAG_CALLER, Heard::Live) >= live_before_stop + 15,
+    );
     let sent_by_caller = pacer_caller.finish().len() as i64;
     let sent_by_callee = pacer_callee.finish().len() as i64;
     std::thread::sleep(Duration::from_millis(200));
@@ -625,7 +535,7 @@ fn prompts_resolve_raw_files_audio_files_and_library(backend: Backend) {
             &[CALM_HZ, QUICK_DEFAULT_HZ, WAV_HZ],
         ) == Some(0)
     };
-    wait_until("the callee hears class calm", &engine, || {
+    wait_until("the callee hears class calm", &engine, TIMEOUT, || {
         parse_all(&rec.snapshot())
             .iter()
             .filter(|p| is_calm(p))
@@ -668,7 +578,7 @@ fn play_count_zero_stops_what_plays(backend: Backend) {
     let rec = callee.rtp.record();
     let p = format!("P-1 {CALL_ID} default session {TO_TAG};1 {FROM_TAG};1");
     assert_eq!(rp(&p), "0\n");
-    wait_until("the callee hears music", &engine, || {
+    wait_until("the callee hears music", &engine, TIMEOUT, || {
         count(&rec, TAG_CALLER, Heard::Music) >= 10
     });
     let p0 = format!("P0 {CALL_ID} default session {TO_TAG};1 {FROM_TAG};1");

@@ -1634,3 +1634,108 @@ pub fn continuity_problems(packets: &[RtpView], switches: &[usize]) -> Vec<Strin
     }
     problems
 }
+
+// ---------------------------------------------------------------------------
+// What a phone heard (the SIP-core protocol tests).
+// ---------------------------------------------------------------------------
+
+/// Where a received packet came from, judged by its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    /// The other phone, relayed (its payload starts with the peer's tag).
+    Live,
+    /// The `default` class of [`quick_media`].
+    Music,
+    /// Anything else.
+    Other,
+}
+
+/// Judges one packet: the peer's stream, the quick `default` class (a PCMU tone
+/// at [`QUICK_DEFAULT_HZ`] rather than the other test tones), or something else.
+pub fn heard(p: &RtpView, peer_tag: [u8; 4]) -> Heard {
+    if p.payload.starts_with(&peer_tag) {
+        return Heard::Live;
+    }
+    let freqs = [QUICK_DEFAULT_HZ, 800.0, 1000.0];
+    if p.pt == 0 && dominant_tone(&ulaw_samples(&p.payload), 8000, &freqs) == Some(0) {
+        return Heard::Music;
+    }
+    Heard::Other
+}
+
+/// Parses every recorded datagram as RTP; panics on one that is not.
+pub fn parse_all(recorded: &[Stamped]) -> Vec<RtpView> {
+    recorded
+        .iter()
+        .map(|s| parse_rtp(&s.data).unwrap_or_else(|| panic!("not RTP: {:02x?}", s.data)))
+        .collect()
+}
+
+/// Runs of packets from one source: (source, first index, length).
+pub fn runs(kinds: &[Heard]) -> Vec<(Heard, usize, usize)> {
+    let mut out: Vec<(Heard, usize, usize)> = Vec::new();
+    for (i, &k) in kinds.iter().enumerate() {
+        match out.last_mut() {
+            Some(r) if r.0 == k => r.2 += 1,
+            _ => out.push((k, i, 1)),
+        }
+    }
+    out
+}
+
+/// A readable account of a stream, for failure messages.
+pub fn describe(packets: &[RtpView], kinds: &[Heard]) -> String {
+    runs(kinds)
+        .iter()
+        .map(|&(k, start, len)| {
+            let (first, last) = (&packets[start], &packets[start + len - 1]);
+            format!(
+                "  {k:?}: {len} packets, seq {}..={}, ssrc {:08x}, pt {}, marker on first {}\n",
+                first.seq, last.seq, first.ssrc, first.pt, first.marker
+            )
+        })
+        .collect()
+}
+
+/// Asserts a phone heard its peer, then the `default` class, then its peer
+/// again, as one stream: one SSRC, sequence numbers without a gap, the marker
+/// on the first packet of each switch and nowhere else.
+pub fn assert_live_music_live(who: &str, recorded: &[Stamped], peer_tag: [u8; 4], engine: &Engine) {
+    let packets = parse_all(recorded);
+    let kinds: Vec<Heard> = packets.iter().map(|p| heard(p, peer_tag)).collect();
+    let runs = runs(&kinds);
+    let sources: Vec<Heard> = runs.iter().map(|r| r.0).collect();
+    let switches: Vec<usize> = runs.iter().skip(1).map(|r| r.1).collect();
+    let mut problems = continuity_problems(&packets, &switches);
+    for (i, p) in packets.iter().enumerate() {
+        if kinds[i] == Heard::Music && (p.pt != 0 || p.payload.len() != 160) {
+            problems.push(format!(
+                "music packet {i} has PT {} and {} bytes, not PCMU 160",
+                p.pt,
+                p.payload.len()
+            ));
+        }
+    }
+    assert!(
+        sources == [Heard::Live, Heard::Music, Heard::Live] && problems.is_empty(),
+        "{who} should hear live → music → live as one stream; got {sources:?}; problems:\n  {}\n\
+         stream:\n{}engine stderr:\n{}",
+        problems.join("\n  "),
+        describe(&packets, &kinds),
+        engine.stderr()
+    );
+}
+
+/// Polls `cond` every 10 ms until it holds; panics with `what` after `timeout`.
+pub fn wait_until(what: &str, engine: &Engine, timeout: Duration, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() > deadline {
+            panic!(
+                "timed out after {timeout:?} waiting until {what}; stderr:\n{}",
+                engine.stderr()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
