@@ -103,11 +103,35 @@ impl PortAllocator {
 }
 
 fn bind_pair(ip: IpAddr, port: u16) -> io::Result<PortPair> {
-    let rtp = UdpSocket::bind(SocketAddr::new(ip, port))?;
-    let rtcp = UdpSocket::bind(SocketAddr::new(ip, port + 1))?;
-    rtp.set_nonblocking(true)?;
-    rtcp.set_nonblocking(true)?;
+    let rtp = bind_nonblocking(SocketAddr::new(ip, port))?;
+    let rtcp = bind_nonblocking(SocketAddr::new(ip, port + 1))?;
     Ok(PortPair { rtp, rtcp, port })
+}
+
+/// A UDP socket bound to `addr`, non-blocking and close-on-exec from its
+/// creation: two system calls, where std's bind plus `set_nonblocking` take three.
+fn bind_nonblocking(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let family = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    let kind = libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: plain syscall; the result is checked below.
+    let fd = unsafe { libc::socket(family, kind, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own; dropping the socket closes it.
+    let socket = unsafe { <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: sockaddr_storage is plain data, filled in below.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = super::backend::std_to_sockaddr(&addr, &mut ss);
+    // SAFETY: valid fd, and `ss` holds a sockaddr of `len` bytes.
+    let r = unsafe { libc::bind(fd, (&ss as *const libc::sockaddr_storage).cast(), len) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(socket)
 }
 
 #[cfg(test)]
