@@ -18,9 +18,10 @@ use crate::session::{
     Source,
 };
 use crossbeam_channel::Sender;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 struct CallEntry {
@@ -29,10 +30,23 @@ struct CallEntry {
     created: Instant,
 }
 
+/// A leg's key on its worker: known, or still being assigned by a posted job.
+#[derive(Clone)]
+enum KeyRef {
+    Ready(LegKey),
+    /// Filled by the posted job numbered `seq` on the leg's worker (`None` if
+    /// the worker could not add the leg, whose sockets it then closed).
+    Pending {
+        slot: Arc<OnceLock<Option<LegKey>>>,
+        seq: u64,
+        port: u16,
+    },
+}
+
 struct LegEntry {
     call: String,
     worker: usize,
-    key: LegKey,
+    key: KeyRef,
     /// Packet time of media played to the leg (ms).
     ptime: u32,
 }
@@ -68,6 +82,22 @@ pub struct Engine {
     park_wake_rx: Mutex<Option<crossbeam_channel::Receiver<()>>>,
 }
 
+thread_local! {
+    /// Jobs this thread posted without waiting, as (worker, sequence number):
+    /// [`Engine::flush`] waits for them before a reply leaves.
+    static POSTED: RefCell<Vec<(usize, u64)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn note_posted(worker: usize, seq: u64) {
+    POSTED.with(|p| {
+        let mut p = p.borrow_mut();
+        match p.iter_mut().find(|(w, _)| *w == worker) {
+            Some(e) => e.1 = e.1.max(seq),
+            None => p.push((worker, seq)),
+        }
+    });
+}
+
 impl From<WorkerGone> for ControlError {
     fn from(e: WorkerGone) -> Self {
         ControlError::new(ErrorCode::Internal, format!("{e}; see the log"))
@@ -78,6 +108,13 @@ fn unknown_leg(name: &str) -> ControlError {
     ControlError::new(
         ErrorCode::UnknownLeg,
         format!("no leg named `{name}`; list_calls shows the legs that exist"),
+    )
+}
+
+fn lost_leg(name: &str) -> ControlError {
+    ControlError::new(
+        ErrorCode::Internal,
+        format!("leg `{name}` was lost: its worker could not receive on its ports; see the log and delete its call"),
     )
 }
 
@@ -196,6 +233,40 @@ impl Engine {
         self.config.interface.advertised
     }
 
+    /// The worker and key of leg `name`, waiting for its worker to assign the key.
+    fn leg_of(&self, dir: &Directory, name: &str) -> Result<(usize, LegKey), ControlError> {
+        let e = dir.legs.get(name).ok_or_else(|| unknown_leg(name))?;
+        match self.resolve(e.worker, &e.key)? {
+            Some(key) => Ok((e.worker, key)),
+            None => Err(lost_leg(name)),
+        }
+    }
+
+    /// A leg's key once its worker has assigned it; `None` if adding it failed.
+    fn resolve(&self, worker: usize, key: &KeyRef) -> Result<Option<LegKey>, WorkerGone> {
+        match key {
+            KeyRef::Ready(k) => Ok(Some(*k)),
+            KeyRef::Pending { slot, seq, .. } => {
+                if let Some(k) = slot.get() {
+                    return Ok(*k);
+                }
+                self.workers[worker].wait_for(*seq)?;
+                Ok(slot.get().copied().flatten())
+            }
+        }
+    }
+
+    /// Waits until every job this thread posted without waiting has run, so that
+    /// a reply sent afterwards describes media the workers already handle.
+    pub fn flush(&self) {
+        let posted = POSTED.with(|p| std::mem::take(&mut *p.borrow_mut()));
+        for (w, seq) in posted {
+            if let Err(e) = self.workers[w].wait_for(seq) {
+                log::error!("{e}; a reply may describe media that is not set up");
+            }
+        }
+    }
+
     /// Stops every worker.
     pub fn shutdown(&self) {
         for w in &self.workers {
@@ -212,7 +283,7 @@ impl Engine {
             Command::Bridge { a, b } => self.bridge(&a, &b),
             Command::Unbridge { leg } => {
                 let dir = lock(&self.dir);
-                let (w, key) = leg_of(&dir, &leg)?;
+                let (w, key) = self.leg_of(&dir, &leg)?;
                 self.workers[w]
                     .call(move |ctx| ctx.shard.unbridge(key).map(|_| ()))?
                     .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
@@ -281,7 +352,7 @@ impl Engine {
             Command::Unhold { leg } | Command::StopPlay { leg } => {
                 let dir = lock(&self.dir);
                 not_parked(&dir, &leg)?;
-                let (w, key) = leg_of(&dir, &leg)?;
+                let (w, key) = self.leg_of(&dir, &leg)?;
                 self.workers[w]
                     .call(move |ctx| ctx.shard.unhold(key))?
                     .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
@@ -317,7 +388,7 @@ impl Engine {
             Command::StopMedia { leg } => {
                 let dir = lock(&self.dir);
                 not_parked(&dir, &leg)?;
-                let (w, key) = leg_of(&dir, &leg)?;
+                let (w, key) = self.leg_of(&dir, &leg)?;
                 self.workers[w]
                     .call(move |ctx| ctx.shard.stop_media(key, Source::Peer))?
                     .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
@@ -325,7 +396,7 @@ impl Engine {
             }
             Command::SetIngress { leg, ingress } => {
                 let dir = lock(&self.dir);
-                let (w, key) = leg_of(&dir, &leg)?;
+                let (w, key) = self.leg_of(&dir, &leg)?;
                 self.workers[w]
                     .call(move |ctx| ctx.shard.set_ingress(key, ingress))?
                     .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
@@ -349,7 +420,7 @@ impl Engine {
     ) -> Result<Reply, ControlError> {
         let mut dir = lock(&self.dir);
         let lot_cfg = lot_of(&dir, lot)?;
-        let (w, key) = leg_of(&dir, leg)?;
+        let (w, key) = self.leg_of(&dir, leg)?;
         let call = dir
             .legs
             .get(leg)
@@ -407,7 +478,7 @@ impl Engine {
         slot: u32,
         after: After,
     ) -> Result<(), ControlError> {
-        let (w, key) = leg_of(dir, leg)?;
+        let (w, key) = self.leg_of(dir, leg)?;
         let (fmt, _) = self.media_format(dir, leg)?;
         let mut names: Vec<String> = vec!["parked-on-slot".into()];
         names.extend(slot.to_string().chars().map(|d| format!("digit-{d}")));
@@ -438,7 +509,7 @@ impl Engine {
     fn retrieve(&self, leg: &str, lot: &str, slot: Option<u32>) -> Result<Reply, ControlError> {
         let mut dir = lock(&self.dir);
         let lot_cfg = lot_of(&dir, lot)?;
-        leg_of(&dir, leg)?;
+        self.leg_of(&dir, leg)?;
         if let Some(p) = dir.lots.find_leg(leg) {
             return Err(ControlError::new(
                 ErrorCode::InvalidState,
@@ -476,7 +547,7 @@ impl Engine {
 
     /// Stops whatever a leg hears (a released or abandoned parked call).
     fn silence_leg(&self, dir: &Directory, leg: &str) {
-        if let Ok((w, key)) = leg_of(dir, leg) {
+        if let Ok((w, key)) = self.leg_of(dir, leg) {
             let _ = self.workers[w].call(move |ctx| ctx.shard.stop_media(key, Source::Nothing));
         }
     }
@@ -609,7 +680,7 @@ impl Engine {
         dir: &Directory,
         name: &str,
     ) -> Result<(MediaFormat, Option<MediaFormat>), ControlError> {
-        let (w, key) = leg_of(dir, name)?;
+        let (w, key) = self.leg_of(dir, name)?;
         let ptime_of = |leg: &str| dir.legs.get(leg).map_or(self.config.ptime, |e| e.ptime);
         let (fmt, peer) = self.workers[w]
             .call(move |ctx| {
@@ -663,7 +734,7 @@ impl Engine {
         peer_hears: Option<PeerHears>,
     ) -> Result<Reply, ControlError> {
         let dir = lock(&self.dir);
-        let (w, key) = leg_of(&dir, leg)?;
+        let (w, key) = self.leg_of(&dir, leg)?;
         let (fmt, peer_fmt) = self.media_format(&dir, leg)?;
         let program = self.moh_program(class.unwrap_or("default"), fmt)?;
         let silence = match peer_hears {
@@ -762,7 +833,7 @@ impl Engine {
     }
 
     fn play_media(&self, dir: &Directory, p: PlayMedia) -> Result<Reply, ControlError> {
-        let (w, key) = leg_of(dir, &p.leg)?;
+        let (w, key) = self.leg_of(dir, &p.leg)?;
         let (fmt, _) = self.media_format(dir, &p.leg)?;
         let (name, frames, is_class) = self.resolve_media(&p.media, fmt)?;
         let count = frames.frame_count();
@@ -831,7 +902,7 @@ impl Engine {
         then: Then,
         class: Option<&str>,
     ) -> Result<Reply, ControlError> {
-        let (w, key) = leg_of(dir, leg)?;
+        let (w, key) = self.leg_of(dir, leg)?;
         let (fmt, _) = self.media_format(dir, leg)?;
         let frames = self
             .library
@@ -885,7 +956,15 @@ impl Engine {
                 return Err(e.into());
             }
         };
-        Ok(self.record_leg(&mut dir, c.call, name, key, worker, port, ptime))
+        Ok(self.record_leg(
+            &mut dir,
+            c.call,
+            name,
+            KeyRef::Ready(key),
+            worker,
+            port,
+            ptime,
+        ))
     }
 
     /// Creates two legs of one call and bridges them, in a single worker job:
@@ -921,45 +1000,63 @@ impl Engine {
         let ports = [first.sockets.port, second.sockets.port];
         let names = [first.name, second.name];
         let (ca, sa, cb, sb) = (first.config, first.sockets, second.config, second.sockets);
-        let added = self.workers[worker].call(move |ctx: &mut WorkerCtx| {
+        let slots = [Arc::new(OnceLock::new()), Arc::new(OnceLock::new())];
+        let [fa, fb] = slots.clone();
+        // The reply needs only the ports, so the legs join their worker without a
+        // wait; the caller flushes before replying and later commands resolve the keys.
+        let seq = self.workers[worker].post(move |ctx: &mut WorkerCtx| {
             let now = Instant::now();
-            let ka = ctx.add_leg(now, ca, sa).map_err(|e| (ports[0], e))?;
-            let kb = match ctx.add_leg(now, cb, sb) {
-                Ok(k) => k,
+            let added = ctx.add_leg(now, ca, sa).map_err(|e| (ports[0], e));
+            let added = added.and_then(|ka| match ctx.add_leg(now, cb, sb) {
+                Ok(kb) => Ok((ka, kb)),
                 Err(e) => {
                     // Dropping the detached sockets closes them here.
                     drop(ctx.detach_leg(ka));
-                    return Err((ports[1], e));
+                    Err((ports[1], e))
                 }
-            };
-            match ctx.shard.bridge(ka, kb) {
+            });
+            let added = added.and_then(|(ka, kb)| match ctx.shard.bridge(ka, kb) {
                 Ok(()) => Ok((ka, kb)),
                 Err(e) => {
                     drop(ctx.detach_leg(ka));
                     drop(ctx.detach_leg(kb));
                     Err((ports[0], std::io::Error::other(e.to_string())))
                 }
-            }
+            });
+            let (ka, kb) = match added {
+                Ok((ka, kb)) => (Some(ka), Some(kb)),
+                Err((port, e)) => {
+                    log::error!("worker {}: cannot receive on port {port}: {e}", ctx.id);
+                    (None, None)
+                }
+            };
+            let _ = fa.set(ka);
+            let _ = fb.set(kb);
         });
-        let (ka, kb) = match added {
-            Ok(Ok(keys)) => keys,
-            Ok(Err((port, e))) => {
-                ports.iter().for_each(|&p| dir.ports.release(p));
-                return Err(ControlError::new(
-                    ErrorCode::Internal,
-                    format!("cannot receive on port {port}: {e}"),
-                ));
-            }
-            Err(e) => {
-                ports.iter().for_each(|&p| dir.ports.release(p));
-                return Err(e.into());
-            }
-        };
+        note_posted(worker, seq);
         let pa = a.ptime.unwrap_or(self.config.ptime);
         let pb = b.ptime.unwrap_or(self.config.ptime);
         let [na, nb] = names;
-        let la = self.record_leg(&mut dir, a.call, na, ka, worker, ports[0], pa);
-        let lb = self.record_leg(&mut dir, b.call, nb, kb, worker, ports[1], pb);
+        let [sa, sb] = slots;
+        let key = |slot, port| KeyRef::Pending { slot, seq, port };
+        let la = self.record_leg(
+            &mut dir,
+            a.call,
+            na,
+            key(sa, ports[0]),
+            worker,
+            ports[0],
+            pa,
+        );
+        let lb = self.record_leg(
+            &mut dir,
+            b.call,
+            nb,
+            key(sb, ports[1]),
+            worker,
+            ports[1],
+            pb,
+        );
         Ok([la, lb])
     }
 
@@ -1053,7 +1150,7 @@ impl Engine {
         dir: &mut Directory,
         call: String,
         name: String,
-        key: LegKey,
+        key: KeyRef,
         worker: usize,
         port: u16,
         ptime: u32,
@@ -1088,7 +1185,7 @@ impl Engine {
 
     fn update_leg(&self, u: UpdateLeg) -> Result<Reply, ControlError> {
         let mut dir = lock(&self.dir);
-        let (w, key) = leg_of(&dir, &u.leg)?;
+        let (w, key) = self.leg_of(&dir, &u.leg)?;
         let update = LegUpdate {
             remote: u.remote,
             remote_rtcp: u.remote_rtcp,
@@ -1109,6 +1206,32 @@ impl Engine {
         Ok(Reply::Done {})
     }
 
+    /// Updates a leg like [`Command::UpdateLeg`] without waiting for its worker:
+    /// the caller must [`Engine::flush`] before it replies.
+    pub fn update_leg_deferred(&self, u: UpdateLeg) -> Result<(), ControlError> {
+        let mut dir = lock(&self.dir);
+        let (w, key) = self.leg_of(&dir, &u.leg)?;
+        let update = LegUpdate {
+            remote: u.remote,
+            remote_rtcp: u.remote_rtcp,
+            codecs: u.codecs,
+            rtcp_mux: u.rtcp_mux,
+            silent: u.silent,
+        };
+        let name = u.leg.clone();
+        let seq = self.workers[w].post(move |ctx| {
+            if let Err(e) = ctx.shard.update_leg(Instant::now(), key, update) {
+                log::warn!("worker {}: cannot update leg `{name}`: {e}", ctx.id);
+            }
+            ctx.apply_socket_ops();
+        });
+        note_posted(w, seq);
+        if let (Some(p), Some(e)) = (u.ptime, dir.legs.get_mut(&u.leg)) {
+            e.ptime = p;
+        }
+        Ok(())
+    }
+
     fn bridge(&self, a: &str, b: &str) -> Result<Reply, ControlError> {
         let mut dir = lock(&self.dir);
         if let Some(p) = dir.lots.find_leg(a).or_else(|| dir.lots.find_leg(b)) {
@@ -1124,8 +1247,8 @@ impl Engine {
     }
 
     fn bridge_locked(&self, dir: &mut Directory, a: &str, b: &str) -> Result<Reply, ControlError> {
-        let (wa, ka) = leg_of(dir, a)?;
-        let (wb, _) = leg_of(dir, b)?;
+        let (wa, ka) = self.leg_of(dir, a)?;
+        let (wb, _) = self.leg_of(dir, b)?;
         if a == b {
             return Err(ControlError::new(
                 ErrorCode::InvalidState,
@@ -1135,7 +1258,7 @@ impl Engine {
         if wa != wb {
             self.move_leg(dir, b, wa)?;
         }
-        let (_, kb) = leg_of(dir, b)?;
+        let (_, kb) = self.leg_of(dir, b)?;
         self.workers[wa]
             .call(move |ctx| ctx.shard.bridge(ka, kb))?
             .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
@@ -1145,7 +1268,7 @@ impl Engine {
     /// Moves a leg, with its sockets and state, to worker `to`: bridged legs must
     /// share a worker, since a worker relays only between legs it owns.
     fn move_leg(&self, dir: &mut Directory, name: &str, to: usize) -> Result<(), ControlError> {
-        let (from, key) = leg_of(dir, name)?;
+        let (from, key) = self.leg_of(dir, name)?;
         let detached = self.workers[from]
             .call(move |ctx| ctx.detach_leg(key))?
             .ok_or_else(|| unknown_leg(name))?;
@@ -1161,7 +1284,7 @@ impl Engine {
                 dir.legs.insert(
                     name.to_owned(),
                     LegEntry {
-                        key,
+                        key: KeyRef::Ready(key),
                         worker: to,
                         ..entry
                     },
@@ -1200,7 +1323,10 @@ impl Engine {
                 self.publish_park_events(&mut dir, None);
             }
             dir.legs_per_worker[leg.worker] -= 1;
-            per_worker[leg.worker].push((i, leg.key));
+            match self.resolve(leg.worker, &leg.key)? {
+                Some(key) => per_worker[leg.worker].push((i, key)),
+                None => release_lost(&mut dir, &leg.key),
+            }
         }
         let mut legs: Vec<Option<LegInfo>> = vec![None; entry.legs.len()];
         for (w, keys) in per_worker.into_iter().enumerate() {
@@ -1250,7 +1376,11 @@ impl Engine {
         {
             self.publish_park_events(dir, None);
         }
-        let key = entry.key;
+        let Some(key) = self.resolve(entry.worker, &entry.key)? else {
+            dir.legs_per_worker[entry.worker] -= 1;
+            release_lost(dir, &entry.key);
+            return Ok(());
+        };
         let removed = self.workers[entry.worker].call(move |ctx| {
             // Dropping the sockets here closes them on the worker.
             ctx.detach_leg(key).map(|(_, sockets)| sockets.port)
@@ -1274,7 +1404,9 @@ impl Engine {
             let Some(e) = dir.legs.get(name) else {
                 continue;
             };
-            let key = e.key;
+            let Some(key) = self.resolve(e.worker, &e.key)? else {
+                continue;
+            };
             if let Some(info) = self.workers[e.worker].call(move |ctx| leg_info(ctx, key))? {
                 legs.push(info);
             }
@@ -1381,6 +1513,13 @@ fn media_error(e: MediaError) -> ControlError {
     }
 }
 
+/// Returns the port of a leg its worker failed to add (the worker closed its sockets).
+fn release_lost(dir: &mut Directory, key: &KeyRef) {
+    if let KeyRef::Pending { port, .. } = key {
+        dir.ports.release(*port);
+    }
+}
+
 fn add_counters(t: &mut LegCounters, c: &LegCounters) {
     t.rtp_in += c.rtp_in;
     t.rtp_in_bytes += c.rtp_in_bytes;
@@ -1428,13 +1567,6 @@ fn lot_of(dir: &Directory, lot: &str) -> Result<crate::session::park::LotConfig,
             format!("no parking lot `{lot}`; list_lots shows the lots"),
         )
     })
-}
-
-fn leg_of(dir: &Directory, name: &str) -> Result<(usize, LegKey), ControlError> {
-    dir.legs
-        .get(name)
-        .map(|e| (e.worker, e.key))
-        .ok_or_else(|| unknown_leg(name))
 }
 
 /// Locks a mutex, recovering from poisoning: a panicked control thread must not

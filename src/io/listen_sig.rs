@@ -21,6 +21,10 @@ pub const REPLY_CACHE_TTL: Duration = Duration::from_secs(30);
 /// Runs one command: the bare command in, the bare reply out (no cookie).
 pub type Handler = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
 
+/// Waits until the workers have run every job the handler left queued on this
+/// thread; runs before any reply leaves.
+pub type Flush = Arc<dyn Fn() + Send + Sync>;
+
 /// Says whether the bytes read so far on a one-command connection hold the
 /// whole command (`unix:` sockets have no framing of their own).
 pub type Complete = fn(&[u8]) -> bool;
@@ -54,10 +58,25 @@ pub fn bind(addr: &ControlSocket, what: &str) -> io::Result<Bound> {
 const UNIX_ACCEPTORS: usize = 4;
 
 /// Serves a bound socket on its own thread(s) until the process ends.
-pub fn spawn(bound: Bound, name: &str, handler: Handler, complete: Complete) -> io::Result<()> {
+pub fn spawn(
+    bound: Bound,
+    name: &str,
+    handler: Handler,
+    complete: Complete,
+    flush: Flush,
+) -> io::Result<()> {
     let thread = std::thread::Builder::new().name(format!("rtpark-{name}"));
+    // Stream transports answer one command at a time: flush after each.
+    let flushed = |handler: Handler, flush: Flush| -> Handler {
+        Arc::new(move |command: &[u8]| {
+            let reply = handler(command);
+            flush();
+            reply
+        })
+    };
     match bound {
         Bound::Unix(l) => {
+            let handler = flushed(handler, flush);
             for _ in 1..UNIX_ACCEPTORS {
                 let (l, handler) = (l.try_clone()?, handler.clone());
                 std::thread::Builder::new()
@@ -66,8 +85,11 @@ pub fn spawn(bound: Bound, name: &str, handler: Handler, complete: Complete) -> 
             }
             thread.spawn(move || serve_unix(l, handler, complete))
         }
-        Bound::Cunix(l) => thread.spawn(move || serve_cunix(l, handler)),
-        Bound::Udp(s) => thread.spawn(move || serve_udp(s, handler)),
+        Bound::Cunix(l) => {
+            let handler = flushed(handler, flush);
+            thread.spawn(move || serve_cunix(l, handler))
+        }
+        Bound::Udp(s) => thread.spawn(move || serve_udp(s, handler, flush)),
     }
     .map(|_| ())
 }
@@ -208,18 +230,37 @@ impl ReplyCache {
     }
 }
 
-fn serve_udp(socket: UdpSocket, handler: Handler) {
+/// Most datagrams handled before their replies go out together.
+const UDP_BATCH: usize = 32;
+
+fn serve_udp(socket: UdpSocket, handler: Handler, flush: Flush) {
     let mut cache = ReplyCache {
         map: HashMap::new(),
         order: VecDeque::new(),
         bytes: 0,
     };
+    // Non-blocking, so that every queued command is handled before one flush
+    // waits for the workers and the replies go out.
+    if let Err(e) = socket.set_nonblocking(true) {
+        log::warn!("control socket: cannot make it non-blocking: {e}");
+    }
     let mut buf = vec![0u8; 65536];
+    let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(UDP_BATCH);
     loop {
         let (n, from) = match socket.recv_from(&mut buf) {
             Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if replies.is_empty() {
+                    wait_readable(&socket);
+                } else {
+                    send_replies(&socket, &flush, &mut replies);
+                }
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 log::warn!("control socket receive failed: {e}");
+                send_replies(&socket, &flush, &mut replies);
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
@@ -236,8 +277,34 @@ fn serve_udp(socket: UdpSocket, handler: Handler) {
                 reply
             }
         };
-        if let Err(e) = socket.send_to(&reply, from) {
-            log::debug!("control reply to {from} failed: {e}");
+        replies.push((reply, from));
+        if replies.len() >= UDP_BATCH {
+            send_replies(&socket, &flush, &mut replies);
         }
     }
+}
+
+/// Flushes the workers, then sends every reply of the batch.
+fn send_replies(socket: &UdpSocket, flush: &Flush, replies: &mut Vec<(Vec<u8>, SocketAddr)>) {
+    if replies.is_empty() {
+        return;
+    }
+    flush();
+    for (reply, to) in replies.drain(..) {
+        if let Err(e) = socket.send_to(&reply, to) {
+            log::debug!("control reply to {to} failed: {e}");
+        }
+    }
+}
+
+/// Blocks until the socket has a datagram (or a signal interrupts the wait).
+fn wait_readable(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(&mut pfd, 1, -1) };
 }

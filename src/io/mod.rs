@@ -210,7 +210,9 @@ fn serve_sip_cores(
                     |b: &[u8]| !b.is_empty(),
                 )
             };
-            listen_sig::spawn(bound, name, handler, complete)
+            let s = sig.clone();
+            let flush: listen_sig::Flush = Arc::new(move || s.engine().flush());
+            listen_sig::spawn(bound, name, handler, complete, flush)
                 .map_err(|e| startup(format!("cannot start the {name} listener: {e}")))?;
             log::info!("{name} protocol listening on {addr}");
         }

@@ -387,7 +387,7 @@ impl Signalling {
                     silent: None,
                     ptime: m.ptime,
                 };
-                match self.engine.execute(Command::UpdateLeg(update)) {
+                match self.engine.update_leg_deferred(update) {
                     Ok(_) => {}
                     // Deleted behind our back (native protocol): make a new one.
                     Err(e) if e.code == ErrorCode::UnknownLeg => {

@@ -6,7 +6,7 @@ use crate::session::{LegKey, SessionEvent, Shard, SocketKind, SocketOp, Verdict}
 use crossbeam_channel::{Receiver, Sender};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -247,6 +247,10 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct WorkerHandle {
     jobs: Sender<Job>,
     waker: Arc<Waker>,
+    /// Sequence number of the last job [`WorkerHandle::post`]ed.
+    posted: AtomicU64,
+    /// Sequence number of the last posted job the worker has run.
+    completed: Arc<AtomicU64>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Worker number.
     pub id: usize,
@@ -283,6 +287,32 @@ impl WorkerHandle {
         }
         let value = lock(&slot.value).take();
         value.ok_or(WorkerGone(self.id))
+    }
+
+    /// Queues `f` on the worker without waiting and returns its sequence number
+    /// for [`WorkerHandle::wait_for`]. Callers must serialise their posts (the
+    /// engine posts under its directory lock) so that numbers follow queue order.
+    pub fn post(&self, f: impl FnOnce(&mut WorkerCtx) + Send + 'static) -> u64 {
+        let seq = self.posted.fetch_add(1, Ordering::Relaxed) + 1;
+        let completed = Arc::clone(&self.completed);
+        let job: Job = Box::new(move |ctx| {
+            f(ctx);
+            completed.store(seq, Ordering::Release);
+        });
+        // A closed channel means the worker has gone; `wait_for` reports it.
+        if self.jobs.send(job).is_ok() {
+            self.waker.wake();
+        }
+        seq
+    }
+
+    /// Waits until the posted job numbered `seq` (and every job before it) has run.
+    pub fn wait_for(&self, seq: u64) -> Result<(), WorkerGone> {
+        if self.completed.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        // Jobs run in queue order: once an empty job has run, so has `seq`.
+        self.call(|_| ())
     }
 
     /// Stops the worker and waits for its thread.
@@ -344,6 +374,8 @@ where
     Ok(WorkerHandle {
         jobs: tx,
         waker,
+        posted: AtomicU64::new(0),
+        completed: Arc::new(AtomicU64::new(0)),
         thread: std::sync::Mutex::new(Some(thread)),
         id,
     })
