@@ -1426,11 +1426,11 @@ impl Engine {
             let (t, e) = w.call(|ctx| {
                 let mut t = LegCounters::default();
                 for (_, leg) in ctx.shard.legs() {
-                    add_counters(&mut t, &leg.counters);
+                    t.add(&leg.counters);
                 }
                 (t, ctx.backend_stats.send_errors)
             })?;
-            add_counters(&mut totals, &t);
+            totals.add(&t);
             send_errors += e;
         }
         Ok(Stats {
@@ -1518,20 +1518,6 @@ fn release_lost(dir: &mut Directory, key: &KeyRef) {
     if let KeyRef::Pending { port, .. } = key {
         dir.ports.release(*port);
     }
-}
-
-fn add_counters(t: &mut LegCounters, c: &LegCounters) {
-    t.rtp_in += c.rtp_in;
-    t.rtp_in_bytes += c.rtp_in_bytes;
-    t.rtp_out += c.rtp_out;
-    t.rtcp_in += c.rtcp_in;
-    t.rtcp_out += c.rtcp_out;
-    t.dropped_foreign += c.dropped_foreign;
-    t.dropped_malformed += c.dropped_malformed;
-    t.dropped_no_route += c.dropped_no_route;
-    t.dropped_held += c.dropped_held;
-    t.dropped_blocked += c.dropped_blocked;
-    t.media_out += c.media_out;
 }
 
 fn leg_info(ctx: &WorkerCtx, key: LegKey) -> Option<LegInfo> {

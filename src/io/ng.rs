@@ -61,7 +61,7 @@ fn run(sig: &Signalling, req: NgRequest) -> Result<Value, ControlError> {
             let info = sig.delete(call_id)?;
             let mut totals = LegCounters::default();
             for leg in &info.legs {
-                add(&mut totals, &leg.counters);
+                totals.add(&leg.counters);
             }
             Ok(reply_ok(vec![
                 ("created", Value::int(unix_secs(SystemTime::now()) - info.age_secs as i64)),
@@ -288,14 +288,6 @@ fn unix_secs(t: SystemTime) -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn add(t: &mut LegCounters, c: &LegCounters) {
-    t.rtp_in += c.rtp_in;
-    t.rtp_in_bytes += c.rtp_in_bytes;
-    t.rtcp_in += c.rtcp_in;
-    t.dropped_malformed += c.dropped_malformed;
-    t.dropped_foreign += c.dropped_foreign;
-}
-
 fn totals_value(t: &LegCounters) -> Value {
     Value::dict([
         (
@@ -334,7 +326,7 @@ fn query(sig: &Signalling, call_id: &str) -> Result<Value, ControlError> {
             else {
                 continue;
             };
-            add(&mut totals, &leg.counters);
+            totals.add(&leg.counters);
             let endpoint =
                 leg.latched
                     .or(leg.remote)

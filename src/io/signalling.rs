@@ -325,19 +325,7 @@ impl Signalling {
         if owner == other || has_leg(owner) || has_leg(other) {
             return Ok(false);
         }
-        let create = |m: &MediaOffer| CreateLeg {
-            call: call_id.to_owned(),
-            leg: None,
-            remote: m.remote,
-            remote_rtcp: m.remote_rtcp,
-            trust_address: opts.trust_address,
-            rtcp_mux: m.rtcp_mux,
-            codecs: m.codecs.clone(),
-            media_timeout: None,
-            silent: false,
-            ssrc_per_source: false,
-            ptime: m.ptime,
-        };
+        let create = |m: &MediaOffer| leg_args(call_id, m, opts);
         let none = MediaOffer::default();
         let created = self.engine.create_bridged_pair(create(m), create(&none))?;
         for ((p, m), c) in [(owner, m), (other, &none)].into_iter().zip(created) {
@@ -402,19 +390,9 @@ impl Signalling {
             }
             return Ok((name, false));
         }
-        let created = self.engine.execute(Command::CreateLeg(CreateLeg {
-            call: call_id.to_owned(),
-            leg: None,
-            remote: m.remote,
-            remote_rtcp: m.remote_rtcp,
-            trust_address: opts.trust_address,
-            rtcp_mux: m.rtcp_mux,
-            codecs: m.codecs.clone(),
-            media_timeout: None,
-            silent: false,
-            ssrc_per_source: false,
-            ptime: m.ptime,
-        }))?;
+        let created = self
+            .engine
+            .execute(Command::CreateLeg(leg_args(call_id, m, opts)))?;
         let Reply::LegCreated(c) = created else {
             return Err(ControlError::new(ErrorCode::Internal, "no leg created"));
         };
@@ -627,6 +605,23 @@ impl Signalling {
             created: dir.created,
             deleted: dir.deleted,
         }
+    }
+}
+
+/// The engine's arguments for a leg of `call_id` facing the endpoint `m` describes.
+fn leg_args(call_id: &str, m: &MediaOffer, opts: Options) -> CreateLeg {
+    CreateLeg {
+        call: call_id.to_owned(),
+        leg: None,
+        remote: m.remote,
+        remote_rtcp: m.remote_rtcp,
+        trust_address: opts.trust_address,
+        rtcp_mux: m.rtcp_mux,
+        codecs: m.codecs.clone(),
+        media_timeout: None,
+        silent: false,
+        ssrc_per_source: false,
+        ptime: m.ptime,
     }
 }
 

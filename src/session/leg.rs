@@ -332,3 +332,20 @@ pub struct LegCounters {
     /// Pre-encoded media packets sent to the endpoint.
     pub media_out: u64,
 }
+
+impl LegCounters {
+    /// Adds every counter of `other` to this one (totals over legs).
+    pub fn add(&mut self, other: &LegCounters) {
+        self.rtp_in += other.rtp_in;
+        self.rtp_in_bytes += other.rtp_in_bytes;
+        self.rtp_out += other.rtp_out;
+        self.rtcp_in += other.rtcp_in;
+        self.rtcp_out += other.rtcp_out;
+        self.dropped_foreign += other.dropped_foreign;
+        self.dropped_malformed += other.dropped_malformed;
+        self.dropped_no_route += other.dropped_no_route;
+        self.dropped_held += other.dropped_held;
+        self.dropped_blocked += other.dropped_blocked;
+        self.media_out += other.media_out;
+    }
+}
