@@ -161,9 +161,10 @@ fn every_command_has_a_valid_case() {
     for name in COMMANDS {
         let line = match *name {
             "create_leg" => r#"{"cmd":"create_leg","call":"c"}"#.to_owned(),
-            "update_leg" | "unbridge" | "delete_leg" | "hold" | "unhold" | "stop_play" => {
-                format!(r#"{{"cmd":"{name}","leg":"l"}}"#)
-            }
+            "update_leg" | "unbridge" | "delete_leg" | "hold" | "unhold" | "stop_play"
+            | "stop_media" | "block_media" | "unblock_media" | "silence_media"
+            | "unsilence_media" => format!(r#"{{"cmd":"{name}","leg":"l"}}"#),
+            "play_media" => r#"{"cmd":"play_media","leg":"l","media":"default"}"#.to_owned(),
             "play" => r#"{"cmd":"play","leg":"l","announcement":"please-hold"}"#.to_owned(),
             "park" | "retrieve" => format!(r#"{{"cmd":"{name}","leg":"l"}}"#),
             "bridge" => r#"{"cmd":"bridge","a":"x","b":"y"}"#.to_owned(),
@@ -937,6 +938,72 @@ fn hold_and_playback_commands() {
             "then",
         ),
         (r#"{"cmd":"create_leg","call":"c","ptime":25}"#, "ptime"),
+    ] {
+        let (_, e) = parse_request(line).unwrap_err();
+        assert!(e.message.contains(needle), "{line}: {}", e.message);
+    }
+}
+
+#[test]
+fn play_media_and_ingress_commands() {
+    use rtpark::control::{MediaRef, PlayMedia, Repeat};
+    use rtpark::session::Ingress;
+    let cmd = |line: &str| parse_request(line).unwrap().command;
+    assert_eq!(
+        cmd(
+            r#"{"cmd":"play_media","leg":"a","file":"/srv/moh.wav","repeat":-1,"start_ms":1500,"hold":true}"#
+        ),
+        Command::PlayMedia(PlayMedia {
+            leg: "a".into(),
+            media: MediaRef::File("/srv/moh.wav".into()),
+            repeat: Repeat::Forever,
+            start_ms: 1500,
+            hold: true,
+        })
+    );
+    assert_eq!(
+        cmd(r#"{"cmd":"play_media","leg":"a","media":"please-hold","repeat":3}"#),
+        Command::PlayMedia(PlayMedia {
+            leg: "a".into(),
+            media: MediaRef::Named("please-hold".into()),
+            repeat: Repeat::Times(3),
+            start_ms: 0,
+            hold: false,
+        })
+    );
+    assert_eq!(
+        cmd(r#"{"cmd":"stop_media","leg":"a"}"#),
+        Command::StopMedia { leg: "a".into() }
+    );
+    for (name, ingress) in [
+        ("block_media", Ingress::Block),
+        ("unblock_media", Ingress::Relay),
+        ("silence_media", Ingress::Silence),
+        ("unsilence_media", Ingress::Relay),
+    ] {
+        assert_eq!(
+            cmd(&format!(r#"{{"cmd":"{name}","leg":"a"}}"#)),
+            Command::SetIngress {
+                leg: "a".into(),
+                ingress
+            }
+        );
+    }
+    for (line, needle) in [
+        (r#"{"cmd":"play_media","leg":"a"}"#, "exactly one of file"),
+        (
+            r#"{"cmd":"play_media","leg":"a","file":"x","media":"y"}"#,
+            "exactly one of file",
+        ),
+        (
+            r#"{"cmd":"play_media","leg":"a","media":"y","repeat":0}"#,
+            "repeat",
+        ),
+        (
+            r#"{"cmd":"play_media","leg":"a","media":"y","start_ms":-5}"#,
+            "start_ms",
+        ),
+        (r#"{"cmd":"block_media"}"#, "\"leg\""),
     ] {
         let (_, e) = parse_request(line).unwrap_err();
         assert!(e.message.contains(needle), "{line}: {}", e.message);

@@ -8,8 +8,10 @@
 //! Formatted lines carry **no** trailing newline: the writer appends `'\n'`.
 
 use super::{
-    Codec, Command, ControlError, CreateLeg, ErrorCode, Event, PeerHears, Reply, Then, UpdateLeg,
+    Codec, Command, ControlError, CreateLeg, ErrorCode, Event, MediaRef, PeerHears, PlayMedia,
+    Repeat, Reply, Then, UpdateLeg,
 };
+use crate::session::Ingress;
 use serde_json::{Map, Value};
 use std::net::SocketAddr;
 
@@ -33,6 +35,12 @@ pub const COMMANDS: &[&str] = &[
     "unhold",
     "play",
     "stop_play",
+    "play_media",
+    "stop_media",
+    "block_media",
+    "unblock_media",
+    "silence_media",
+    "unsilence_media",
     "list_media",
     "park",
     "retrieve",
@@ -273,6 +281,60 @@ fn parse_command(cmd: &str, map: &Map<String, Value>) -> Result<Command, Control
         "stop_play" => Command::StopPlay {
             leg: f.required_name("leg", "the leg's name")?,
         },
+        "play_media" => {
+            let leg = f.required_name("leg", "the leg's name")?;
+            let media = match (f.optional_name("file")?, f.optional_name("media")?) {
+                (Some(path), None) => MediaRef::File(path.into()),
+                (None, Some(name)) => MediaRef::Named(name),
+                _ => {
+                    return Err(invalid(
+                        "play_media needs exactly one of file (an audio file's path) or media (a class or announcement name)".into(),
+                    ))
+                }
+            };
+            let repeat = match f.get("repeat") {
+                None => Repeat::Times(1),
+                Some(v) => match v.as_i64() {
+                    Some(-1) => Repeat::Forever,
+                    Some(n) if n >= 1 && n <= u32::MAX as i64 => Repeat::Times(n as u32),
+                    _ => {
+                        return Err(invalid(format!(
+                            "repeat must be a count of at least 1, or -1 for until stopped, got {}",
+                            describe(v)
+                        )))
+                    }
+                },
+            };
+            let start_ms = match f.get("start_ms") {
+                None => 0,
+                Some(v) => v.as_u64().ok_or_else(|| {
+                    invalid(format!(
+                        "start_ms must be a number of milliseconds, got {}",
+                        describe(v)
+                    ))
+                })?,
+            };
+            Command::PlayMedia(PlayMedia {
+                leg,
+                media,
+                repeat,
+                start_ms,
+                hold: f.optional_bool("hold")?.unwrap_or(false),
+            })
+        }
+        "stop_media" => Command::StopMedia {
+            leg: f.required_name("leg", "the leg's name")?,
+        },
+        "block_media" | "unblock_media" | "silence_media" | "unsilence_media" => {
+            Command::SetIngress {
+                leg: f.required_name("leg", "the leg whose audio it is")?,
+                ingress: match cmd {
+                    "block_media" => Ingress::Block,
+                    "silence_media" => Ingress::Silence,
+                    _ => Ingress::Relay,
+                },
+            }
+        }
         "list_media" => Command::ListMedia,
         "park" => Command::Park {
             leg: f.required_name("leg", "the leg's name")?,

@@ -392,6 +392,12 @@ COMMANDS ({count})
     unhold       leg=NAME
     play         leg=NAME announcement=NAME [then=live|moh|nothing] [class=NAME]
     stop_play    leg=NAME
+    play_media   leg=NAME (file=PATH | media=NAME) [repeat=N|-1] [start_ms=MS] [hold=true]
+    stop_media   leg=NAME   (ends play_media/play; a hold stays)
+    block_media  leg=NAME   (its audio reaches no one; unblock_media undoes it)
+    silence_media leg=NAME  (its G.711 audio is relayed as silence; unsilence_media undoes it)
+    unblock_media leg=NAME
+    unsilence_media leg=NAME
     list_media
     park         leg=NAME [lot=default] [slot=N] [parker=LEG]
     retrieve     leg=NAME [lot=default] [slot=N]   (no slot: the longest-waiting call)
