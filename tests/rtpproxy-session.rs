@@ -444,6 +444,27 @@ fn query_and_info_count_played_packets_apart_from_relayed(backend: Backend) {
             20 + played
         ));
     }
+    // Named counters: Q after the tags, and G for the engine.
+    let named = rp(&format!(
+        "Qv {CALL_ID} {FROM_TAG};1 {TO_TAG};1 nrelayed npkts_ina"
+    ));
+    if named != "nrelayed=20 npkts_ina=10\n" {
+        wrong.push(format!("Qv with names: {named:?}"));
+    }
+    let unknown = rp(&format!("Q {CALL_ID} {FROM_TAG};1 {TO_TAG};1 rtpa_jmax"));
+    if unknown != "E62\n" {
+        wrong.push(format!("Q with rtpa_jmax should be E62, is {unknown:?}"));
+    }
+    let g = rp("G nsess_created nsess_destroyed npkt_relayed npkt_played");
+    if g != format!("1 0 20 {played}\n") {
+        wrong.push(format!("G should say `1 0 20 {played}`, says {g:?}"));
+    }
+    let g_bad = rp("G nsess_whatever");
+    if g_bad != "E68\n" {
+        wrong.push(format!(
+            "G with an unknown counter should be E68, is {g_bad:?}"
+        ));
+    }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 

@@ -530,7 +530,7 @@ pub const CAPABILITIES: &[(u32, &str)] = &[
 
 /// What rtpark answers `1` to by default: the ones this parser and an executor
 /// without recording, re-packetisation, bridging or notifications support.
-pub const DEFAULT_SUPPORTED: &[u32] = &[20040107, 20050322, 20060704, 20080403, 20081102];
+pub const DEFAULT_SUPPORTED: &[u32] = &[20040107, 20050322, 20060704, 20080403, 20081102, 20141004];
 
 /// Counter names `Q` accepts, in rtpproxy's spelling.
 pub const QUERY_COUNTERS: &[&str] = &[

@@ -4,8 +4,8 @@
 use super::signalling::{MediaOffer, Options, Side, Signalling};
 use crate::control::rtpproxy::{
     capability_supported, ecode, format_error, format_feature, format_info, format_ok, format_port,
-    format_query, format_version, parse_bytes, Framing, InfoCounters, Interface, QueryCounters,
-    Remote, RpCommand, Session, Tag, DEFAULT_SUPPORTED,
+    format_query, format_stats, format_version, parse_bytes, Framing, InfoCounters, Interface,
+    QueryCounters, Remote, RpCommand, Session, StatValue, Tag, DEFAULT_SUPPORTED,
 };
 use crate::control::{Command, ControlError, ErrorCode, MediaRef, PlayMedia, Repeat, Reply};
 use crate::session::Codec;
@@ -122,7 +122,30 @@ fn run(sig: &Signalling, cmd: RpCommand) -> RpResult {
                     + n.dropped_held
                     + n.dropped_blocked;
             }
-            Ok(format_query(None, q.verbose, &c))
+            if q.stats.is_empty() {
+                return Ok(format_query(None, q.verbose, &c));
+            }
+            let mut values = Vec::with_capacity(q.stats.len());
+            for name in &q.stats {
+                let v = match name.as_str() {
+                    "ttl" => c.ttl,
+                    "npkts_ina" => c.packets_in_a as i64,
+                    "npkts_ino" => c.packets_in_o as i64,
+                    "nrelayed" => c.relayed as i64,
+                    "ndropped" => c.dropped as i64,
+                    other => {
+                        return Err((
+                            ecode::QUERY_FAILED,
+                            ControlError::new(
+                                ErrorCode::InvalidField,
+                                format!("rtpark has no `{other}` counter (it keeps no RTP analysis); ask for ttl, npkts_ina, npkts_ino, nrelayed or ndropped"),
+                            ),
+                        ))
+                    }
+                };
+                values.push((name.as_str(), StatValue::Int(v)));
+            }
+            Ok(format_stats(None, q.verbose, &values))
         }
         RpCommand::Info { .. } => {
             let st = sig.stats();
@@ -142,13 +165,42 @@ fn run(sig: &Signalling, cmd: RpCommand) -> RpResult {
                 },
             ))
         }
-        RpCommand::GetStats { .. } => Err((
-            ecode::STATS_FAILED,
-            ControlError::new(
-                ErrorCode::UnknownCommand,
-                "G is not supported; use I or the native stats command",
-            ),
-        )),
+        RpCommand::GetStats { verbose, names } => {
+            let st = sig.stats();
+            let totals = match sig.engine().execute(Command::Stats) {
+                Ok(Reply::Stats(s)) => s.totals,
+                _ => Default::default(),
+            };
+            let dropped = totals.dropped_foreign
+                + totals.dropped_malformed
+                + totals.dropped_no_route
+                + totals.dropped_held
+                + totals.dropped_blocked;
+            let mut values = Vec::with_capacity(names.len());
+            for name in &names {
+                let v = match name.as_str() {
+                    "nsess_created" => st.created,
+                    "nsess_destroyed" => st.deleted,
+                    "nsess_timeout" => st.timed_out,
+                    // Packet counters cover the calls now up.
+                    "npkt_rcvd" => totals.rtp_in,
+                    "npkt_relayed" => totals.rtp_out.saturating_sub(totals.media_out),
+                    "npkt_played" => totals.media_out,
+                    "npkt_discard" => dropped,
+                    other => {
+                        return Err((
+                            ecode::STATS_FAILED,
+                            ControlError::new(
+                                ErrorCode::InvalidField,
+                                format!("no counter `{other}`; rtpark has nsess_created, nsess_destroyed, nsess_timeout, npkt_rcvd, npkt_relayed, npkt_played, npkt_discard"),
+                            ),
+                        ))
+                    }
+                };
+                values.push((name.as_str(), StatValue::Int(v as i64)));
+            }
+            Ok(format_stats(None, verbose, &values))
+        }
         RpCommand::DeleteAll => {
             sig.delete_all();
             Ok(format_ok(None))

@@ -156,6 +156,8 @@ pub struct SigStats {
     pub created: u64,
     /// Calls deleted since start.
     pub deleted: u64,
+    /// Of those, deleted because no leg received RTP for the media timeout.
+    pub timed_out: u64,
 }
 
 /// The call/tag directory in front of the engine.
@@ -170,6 +172,7 @@ struct Directory {
     calls: HashMap<String, SigCall>,
     created: u64,
     deleted: u64,
+    timed_out: u64,
 }
 
 fn unknown_call(call_id: &str) -> ControlError {
@@ -574,8 +577,9 @@ impl Signalling {
         };
         if info.legs.iter().all(|l| l.media_timed_out) {
             log::info!("call {call}: no RTP on any leg for the media timeout; deleting it");
-            if let Err(e) = self.delete(call) {
-                log::warn!("call {call}: cannot delete after media timeout: {e}");
+            match self.delete(call) {
+                Ok(_) => lock(&self.calls).timed_out += 1,
+                Err(e) => log::warn!("call {call}: cannot delete after media timeout: {e}"),
             }
         }
     }
@@ -604,6 +608,7 @@ impl Signalling {
             calls: dir.calls.len(),
             created: dir.created,
             deleted: dir.deleted,
+            timed_out: dir.timed_out,
         }
     }
 }
