@@ -1184,49 +1184,55 @@ impl Engine {
     }
 
     fn update_leg(&self, u: UpdateLeg) -> Result<Reply, ControlError> {
-        let mut dir = lock(&self.dir);
-        let (w, key) = self.leg_of(&dir, &u.leg)?;
-        let update = LegUpdate {
-            remote: u.remote,
-            remote_rtcp: u.remote_rtcp,
-            codecs: u.codecs.clone(),
-            rtcp_mux: u.rtcp_mux,
-            silent: u.silent,
-        };
-        self.workers[w]
-            .call(move |ctx| {
-                let r = ctx.shard.update_leg(Instant::now(), key, update);
-                ctx.apply_socket_ops();
-                r
-            })?
-            .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
-        if let (Some(p), Some(e)) = (u.ptime, dir.legs.get_mut(&u.leg)) {
-            e.ptime = p;
-        }
-        Ok(Reply::Done {})
+        self.apply_update(u, true).map(|()| Reply::Done {})
     }
 
     /// Updates a leg like [`Command::UpdateLeg`] without waiting for its worker:
     /// the caller must [`Engine::flush`] before it replies.
     pub fn update_leg_deferred(&self, u: UpdateLeg) -> Result<(), ControlError> {
+        self.apply_update(u, false)
+    }
+
+    /// Applies `u` on the leg's worker; `wait` returns the worker's verdict,
+    /// else the job is posted and a refusal is only logged.
+    fn apply_update(&self, u: UpdateLeg, wait: bool) -> Result<(), ControlError> {
         let mut dir = lock(&self.dir);
         let (w, key) = self.leg_of(&dir, &u.leg)?;
+        let UpdateLeg {
+            leg,
+            remote,
+            remote_rtcp,
+            codecs,
+            rtcp_mux,
+            silent,
+            ptime,
+        } = u;
         let update = LegUpdate {
-            remote: u.remote,
-            remote_rtcp: u.remote_rtcp,
-            codecs: u.codecs,
-            rtcp_mux: u.rtcp_mux,
-            silent: u.silent,
+            remote,
+            remote_rtcp,
+            codecs,
+            rtcp_mux,
+            silent,
         };
-        let name = u.leg.clone();
-        let seq = self.workers[w].post(move |ctx| {
-            if let Err(e) = ctx.shard.update_leg(Instant::now(), key, update) {
-                log::warn!("worker {}: cannot update leg `{name}`: {e}", ctx.id);
-            }
-            ctx.apply_socket_ops();
-        });
-        note_posted(w, seq);
-        if let (Some(p), Some(e)) = (u.ptime, dir.legs.get_mut(&u.leg)) {
+        if wait {
+            self.workers[w]
+                .call(move |ctx| {
+                    let r = ctx.shard.update_leg(Instant::now(), key, update);
+                    ctx.apply_socket_ops();
+                    r
+                })?
+                .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
+        } else {
+            let name = leg.clone();
+            let seq = self.workers[w].post(move |ctx| {
+                if let Err(e) = ctx.shard.update_leg(Instant::now(), key, update) {
+                    log::warn!("worker {}: cannot update leg `{name}`: {e}", ctx.id);
+                }
+                ctx.apply_socket_ops();
+            });
+            note_posted(w, seq);
+        }
+        if let (Some(p), Some(e)) = (ptime, dir.legs.get_mut(&leg)) {
             e.ptime = p;
         }
         Ok(())
