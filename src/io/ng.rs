@@ -1,14 +1,14 @@
 //! Runs rtpengine "ng" commands (what the Kamailio and OpenSIPS `rtpengine`
 //! modules send) against the signalling layer, rewriting SDP on the way.
 
-use super::signalling::{MediaOffer, MohSpec, Options, Side, Signalling};
+use super::signalling::{codec_of, MediaOffer, MohSpec, Options, Side, Signalling};
 use crate::control::bencode::{decode, BencodeErrorKind, Value};
 use crate::control::ng::{parse_body, reply_error, reply_ok, reply_pong, NgCommand, NgRequest};
 use crate::control::{
     Command, ControlError, ErrorCode, LegCounters, MediaRef, PlayMedia, Repeat, Reply,
 };
 use crate::sdp::{Direction, MediaRewrite, Rewrite, Sdp};
-use crate::session::{Codec, Ingress};
+use crate::session::Ingress;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -214,16 +214,7 @@ fn offer_answer(sig: &Signalling, side: Side, req: NgRequest) -> Result<Value, C
                 remote_rtcp: m
                     .rtcp
                     .and_then(|r| r.addr.or(addr).map(|a| SocketAddr::new(a, r.port))),
-                codecs: m
-                    .codecs
-                    .iter()
-                    .map(|c| Codec {
-                        pt: c.pt,
-                        name: c.name.clone(),
-                        rate: c.rate,
-                        channels: c.channels,
-                    })
-                    .collect(),
+                codecs: m.codecs.iter().map(|c| codec_of(c.clone())).collect(),
                 rtcp_mux: m.rtcp_mux && !demux,
                 ptime: m.ptime,
                 // Port 0 is a rejected stream; non-RTP streams (T.38 over UDPTL,
@@ -411,16 +402,7 @@ fn statistics(sig: &Signalling) -> Result<Value, ControlError> {
                     ("uptime", Value::int(sig.uptime_secs() as i64)),
                     ("managedsessions", Value::int(st.created as i64)),
                     ("closedsessions", Value::int(st.deleted as i64)),
-                    (
-                        "packetsrelayed",
-                        Value::int(
-                            engine
-                                .totals
-                                .rtp_out
-                                .saturating_sub(engine.totals.media_out)
-                                as i64,
-                        ),
-                    ),
+                    ("packetsrelayed", Value::int(engine.totals.relayed() as i64)),
                     ("mediapackets", Value::int(engine.totals.media_out as i64)),
                 ]),
             ),

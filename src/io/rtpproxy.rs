@@ -1,7 +1,7 @@
 //! Runs rtpproxy-protocol commands (what the Kamailio and OpenSIPS `rtpproxy`
 //! modules send) against the signalling layer.
 
-use super::signalling::{MediaOffer, Options, Side, Signalling};
+use super::signalling::{codec_of, MediaOffer, Options, Side, Signalling};
 use crate::control::rtpproxy::{
     capability_supported, ecode, format_error, format_feature, format_info, format_ok, format_port,
     format_query, format_stats, format_version, parse_bytes, Framing, InfoCounters, Interface,
@@ -114,13 +114,9 @@ fn run(sig: &Signalling, cmd: RpCommand) -> RpResult {
                 } else {
                     continue;
                 }
-                // rtp_out also counts played packets; rtpproxy's nrelayed does not.
-                c.relayed += n.rtp_out.saturating_sub(n.media_out);
-                c.dropped += n.dropped_foreign
-                    + n.dropped_malformed
-                    + n.dropped_no_route
-                    + n.dropped_held
-                    + n.dropped_blocked;
+                // rtpproxy's nrelayed does not count played packets.
+                c.relayed += n.relayed();
+                c.dropped += n.dropped();
             }
             if q.stats.is_empty() {
                 return Ok(format_query(None, q.verbose, &c));
@@ -171,11 +167,6 @@ fn run(sig: &Signalling, cmd: RpCommand) -> RpResult {
                 Ok(Reply::Stats(s)) => s.totals,
                 _ => Default::default(),
             };
-            let dropped = totals.dropped_foreign
-                + totals.dropped_malformed
-                + totals.dropped_no_route
-                + totals.dropped_held
-                + totals.dropped_blocked;
             let mut values = Vec::with_capacity(names.len());
             for name in &names {
                 let v = match name.as_str() {
@@ -184,9 +175,9 @@ fn run(sig: &Signalling, cmd: RpCommand) -> RpResult {
                     "nsess_timeout" => st.timed_out,
                     // Packet counters cover the calls now up.
                     "npkt_rcvd" => totals.rtp_in,
-                    "npkt_relayed" => totals.rtp_out.saturating_sub(totals.media_out),
+                    "npkt_relayed" => totals.relayed(),
                     "npkt_played" => totals.media_out,
-                    "npkt_discard" => dropped,
+                    "npkt_discard" => totals.dropped(),
                     other => {
                         return Err((
                             ecode::STATS_FAILED,
@@ -313,10 +304,5 @@ fn leg_of(sig: &Signalling, call_id: &str, tag: &Tag) -> Result<String, (u32, Co
 
 /// The codec of an RFC 3551 static payload type, if `pt` is one.
 pub fn static_codec(pt: u8) -> Option<Codec> {
-    crate::sdp::static_rtpmap(pt).map(|m| Codec {
-        pt: m.pt,
-        name: m.name,
-        rate: m.rate,
-        channels: m.channels,
-    })
+    crate::sdp::static_rtpmap(pt).map(codec_of)
 }

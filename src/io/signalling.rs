@@ -613,6 +613,16 @@ impl Signalling {
     }
 }
 
+/// The engine's codec for a payload type as SDP (or the static table) names it.
+pub fn codec_of(m: crate::sdp::Rtpmap) -> Codec {
+    Codec {
+        pt: m.pt,
+        name: m.name,
+        rate: m.rate,
+        channels: m.channels,
+    }
+}
+
 /// The engine's arguments for a leg of `call_id` facing the endpoint `m` describes.
 fn leg_args(call_id: &str, m: &MediaOffer, opts: Options) -> CreateLeg {
     CreateLeg {

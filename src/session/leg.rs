@@ -334,6 +334,21 @@ pub struct LegCounters {
 }
 
 impl LegCounters {
+    /// Packets relayed to the endpoint from its peer (`rtp_out` also counts
+    /// played music and announcements).
+    pub fn relayed(&self) -> u64 {
+        self.rtp_out.saturating_sub(self.media_out)
+    }
+
+    /// Packets the leg received and dropped, for any reason.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_foreign
+            + self.dropped_malformed
+            + self.dropped_no_route
+            + self.dropped_held
+            + self.dropped_blocked
+    }
+
     /// Adds every counter of `other` to this one (totals over legs).
     pub fn add(&mut self, other: &LegCounters) {
         self.rtp_in += other.rtp_in;
