@@ -866,33 +866,7 @@ pub fn rtcp_sdes_cname(ssrc: u32, cname: &str) -> Vec<u8> {
 /// Runs `rtpark` with `args` to completion (killing it after 10 s, then
 /// panicking), returning its status, stdout and stderr.
 pub fn run_rtpark(args: &[&str]) -> (ExitStatus, String, String) {
-    let dir = TempDir::new();
-    let (out_path, err_path) = (dir.join("stdout"), dir.join("stderr"));
-    let mut child = Command::new(RTPARK)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).expect("create stdout file"))
-        .stderr(std::fs::File::create(&err_path).expect("create stderr file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {RTPARK}: {e}"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for rtpark") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "`rtpark {}` did not finish within 10 s; stderr:\n{}",
-                args.join(" "),
-                std::fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    (status, read(&out_path), read(&err_path))
+    run_rtpark_within(args, Duration::from_secs(10))
 }
 
 // ---------------------------------------------------------------------------
