@@ -188,6 +188,7 @@ struct FileConfig {
     silent_timeout: Option<u64>,
     relatch_window_ms: Option<u64>,
     connect_latched: Option<bool>,
+    warm_ports: Option<usize>,
     io_uring_entries: Option<u32>,
     io_uring_buffers: Option<u32>,
     opus_bitrate: Option<u32>,
@@ -240,6 +241,8 @@ pub struct Overrides {
     pub port_max: Option<u32>,
     /// `--workers N`.
     pub workers: Option<usize>,
+    /// `--warm-ports N`.
+    pub warm_ports: Option<usize>,
     /// `--listen-native unix:PATH`.
     pub listen_native: Option<String>,
     /// `--listen-rtpproxy unix:PATH|cunix:PATH|udp:IP:PORT`, repeatable.
@@ -281,6 +284,9 @@ pub struct Config {
     pub relatch_window: Duration,
     /// `connect()` latched sockets (kernel drops foreign sources; see README).
     pub connect_latched: bool,
+    /// Free port pairs kept bound between calls (`None`: the whole range, as far
+    /// as the descriptor limit allows; 0 closes ports when calls end).
+    pub warm_ports: Option<usize>,
     /// io_uring submission queue entries per worker.
     pub io_uring_entries: u32,
     /// io_uring provided receive buffers per worker (a power of two).
@@ -318,6 +324,7 @@ impl Default for Config {
             silent_timeout: Duration::from_secs(3600),
             relatch_window: Duration::from_millis(3000),
             connect_latched: true,
+            warm_ports: None,
             io_uring_entries: 4096,
             io_uring_buffers: 1024,
             ptime: 20,
@@ -436,6 +443,9 @@ impl Config {
         }
         if let Some(ms) = file.relatch_window_ms {
             c.relatch_window = Duration::from_millis(ms);
+        }
+        if let Some(n) = o.warm_ports.or(file.warm_ports) {
+            c.warm_ports = Some(n);
         }
         if let Some(b) = file.connect_latched {
             c.connect_latched = b;
@@ -690,6 +700,25 @@ mod tests {
         let c = Config::load(&Overrides::default()).unwrap();
         assert_eq!((c.port_min, c.port_max), (30000, 40000));
         assert_eq!(c.listen_native.to_string(), "unix:/run/rtpark/native.sock");
+    }
+
+    #[test]
+    fn warm_ports_from_file_or_flag() {
+        assert_eq!(Config::from_toml("").unwrap().warm_ports, None);
+        assert_eq!(
+            Config::from_toml("warm_ports = 0").unwrap().warm_ports,
+            Some(0)
+        );
+        let file: FileConfig = toml::from_str("warm_ports = 10").unwrap();
+        let o = Overrides {
+            warm_ports: Some(20),
+            ..Default::default()
+        };
+        assert_eq!(Config::from_parts(file, &o).unwrap().warm_ports, Some(20));
+        let e = Config::from_toml("warm_ports = -1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("warm_ports"), "{e}");
     }
 
     #[test]

@@ -65,6 +65,9 @@ struct RunArgs {
     /// Worker threads (0 = one per core).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// Free port pairs kept bound between calls (default: the whole range; 0 = none).
+    #[arg(long, value_name = "N")]
+    warm_ports: Option<usize>,
     /// Native control socket: unix:PATH.
     #[arg(long, value_name = "unix:PATH")]
     listen_native: Option<String>,
@@ -90,6 +93,7 @@ impl RunArgs {
             port_min: self.port_min,
             port_max: self.port_max,
             workers: self.workers,
+            warm_ports: self.warm_ports,
             listen_native: self.listen_native,
             listen_rtpproxy: self.listen_rtpproxy,
             listen_ng: self.listen_ng,

@@ -8,7 +8,6 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::UdpSocket;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -98,14 +97,9 @@ fn rtp_right_after_the_answer_reaches_the_callee(backend: Backend) {
         assert_eq!(caller.rtp.recv().0, back, "call {n}: relayed back");
 
         assert_eq!(unix_command(&sock, &format!("D {call} from{n}")), "0\n");
-        // The reply comes after the worker closed the sockets: free at once.
+        // The reply comes after the worker parked the sockets: refusing at once.
         for port in [to_caller, to_callee] {
-            assert!(
-                UdpSocket::bind(("127.0.0.1", port)).is_ok()
-                    && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok(),
-                "call {n}: ports {port}/{} still bound after delete",
-                port + 1
-            );
+            assert_pair_kept_and_refusing(port);
         }
     }
     let stats = ctl.ok(serde_json::json!({"cmd": "stats"}));

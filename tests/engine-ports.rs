@@ -1,7 +1,8 @@
 //! The port range of a real rtpark process: even RTP / odd RTCP pairs inside
 //! the configured range, a clear `ports_exhausted` error when it is full, and
-//! pairs coming back with `delete_leg` and `delete_call`. Runs on both backends
-//! (closing a socket with a receive in flight differs between them).
+//! pairs coming back with `delete_leg` and `delete_call`: kept bound and
+//! refusing every sender while free (the default), or closed (`warm_ports = 0`).
+//! Runs on both backends (ending a socket's receive in flight differs between them).
 
 #[macro_use]
 mod support;
@@ -15,6 +16,7 @@ use support::*;
 backend_tests!(
     three_pairs_then_exhausted_then_freed,
     freed_pair_is_reusable_at_once,
+    without_warm_ports_freed_pairs_are_closed,
 );
 
 fn create(ctl: &mut Control, call: &str, leg: &str) -> Value {
@@ -60,7 +62,7 @@ fn assert_exhausted(engine: &Engine, reply: &Value) {
 }
 
 /// Waits (bounded) until both ports of the pair can be bound again.
-fn wait_released(port: u16) {
+fn wait_closed(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let free = UdpSocket::bind(("127.0.0.1", port)).is_ok()
@@ -133,11 +135,12 @@ fn three_pairs_then_exhausted_then_freed(backend: Backend) {
     );
     assert_exhausted(&engine, &create(&mut ctl, "c4", "l7"));
 
-    // Delete everything: all pairs free, and the sockets really closed.
+    // Delete everything: all pairs free, kept bound, refusing every sender.
     ctl.ok(json!({"cmd": "delete_call", "call": "c3"}));
     ctl.ok(json!({"cmd": "delete_call", "call": "c4"}));
     let s = stats(&mut ctl);
     assert_eq!(s["free_port_pairs"], json!(3), "{s}");
+    assert_eq!(s["warm_port_pairs"], json!(3), "{s}");
     assert_eq!(
         (s["calls"].clone(), s["legs"].clone()),
         (json!(0), json!(0)),
@@ -145,12 +148,42 @@ fn three_pairs_then_exhausted_then_freed(backend: Backend) {
     );
     assert_eq!(ctl.ok(json!({"cmd": "list_calls"}))["calls"], json!([]));
     for port in in_use {
-        wait_released(port);
+        assert_pair_kept_and_refusing(port);
     }
 }
 
+/// With `warm_ports = 0` nothing is bound ahead, and a deleted leg's sockets
+/// are closed: the ports can be bound by anyone again.
+fn without_warm_ports_freed_pairs_are_closed(backend: Backend) {
+    let engine = Engine::start(
+        EngineOptions::new(backend)
+            .port_pairs(2)
+            .config("warm_ports = 0"),
+    );
+    let mut ctl = engine.control();
+    let s = stats(&mut ctl);
+    assert_eq!(
+        (s["free_port_pairs"].clone(), s["warm_port_pairs"].clone()),
+        (json!(2), json!(0)),
+        "{s}"
+    );
+    wait_closed(engine.port_min);
+    let mut in_use = BTreeSet::new();
+    let p1 = check_pair(&engine, &create(&mut ctl, "c1", "l1"), &mut in_use);
+    let p2 = check_pair(&engine, &create(&mut ctl, "c1", "l2"), &mut in_use);
+    ctl.ok(json!({"cmd": "delete_call", "call": "c1"}));
+    let s = stats(&mut ctl);
+    assert_eq!(
+        (s["free_port_pairs"].clone(), s["warm_port_pairs"].clone()),
+        (json!(2), json!(0)),
+        "{s}"
+    );
+    wait_closed(p1);
+    wait_closed(p2);
+}
+
 /// A single-pair range: delete the leg and create another right away, many
-/// times. The released port must be bindable by the time the next create_leg runs.
+/// times. The released pair must be handed out again by the next create_leg.
 fn freed_pair_is_reusable_at_once(backend: Backend) {
     let engine = Engine::start(EngineOptions::new(backend).port_pairs(1));
     let mut ctl = engine.control();

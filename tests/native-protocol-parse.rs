@@ -759,11 +759,14 @@ fn success_replies() {
                 calls: 1,
                 legs: 2,
                 free_port_pairs: 100,
+                warm_port_pairs: 90,
+                stale_dropped: 5,
                 totals: counters,
                 send_errors: 3,
             }),
             json!({"ok": true, "uptime_secs": 2.0, "backend": "epoll", "workers": 4, "calls": 1,
-                "legs": 2, "free_port_pairs": 100, "totals": counters, "send_errors": 3}),
+                "legs": 2, "free_port_pairs": 100, "warm_port_pairs": 90, "stale_dropped": 5,
+                "totals": counters, "send_errors": 3}),
         ),
     ];
     for (reply, want) in cases {

@@ -451,6 +451,10 @@ pub struct Stats {
     pub legs: usize,
     /// Port pairs still free.
     pub free_port_pairs: usize,
+    /// Free port pairs kept bound for the next calls.
+    pub warm_port_pairs: usize,
+    /// Datagrams that reached a port after its leg ended, dropped as it was parked.
+    pub stale_dropped: u64,
     /// Totals over all current legs.
     pub totals: LegCounters,
     /// Sends the kernel refused (e.g. buffer full, unreachable).

@@ -2,8 +2,8 @@
 //! directory of calls and legs. Commands are serialised by one mutex, which
 //! makes every multi-step command atomic; the packet path never takes it.
 
-use super::ports::{PortAllocator, PortError};
-use super::worker::{LegSockets, WorkerCtx, WorkerGone, WorkerHandle};
+use super::ports::{PortAllocator, PortError, PortPair};
+use super::worker::{WorkerCtx, WorkerGone, WorkerHandle};
 use crate::config::Config;
 use crate::control::{
     CallInfo, Command, ControlError, CreateLeg, ErrorCode, Event, LegCounters, LegCreated, LegInfo,
@@ -56,7 +56,7 @@ struct PreparedLeg {
     name: String,
     worker: usize,
     config: LegConfig,
-    sockets: LegSockets,
+    sockets: PortPair,
 }
 
 struct Directory {
@@ -967,6 +967,20 @@ impl Engine {
         ))
     }
 
+    /// Binds free port pairs ahead of calls and keeps released ones bound, as
+    /// `warm_ports` says, within `capacity` pairs bound at once (the descriptor
+    /// budget). Returns the pairs bound now and the most kept.
+    pub fn prebind_ports(&self, capacity: usize) -> (usize, usize) {
+        let mut dir = lock(&self.dir);
+        let limit = self
+            .config
+            .warm_ports
+            .unwrap_or(usize::MAX)
+            .min(dir.ports.total_pairs())
+            .min(capacity);
+        (dir.ports.prebind(limit, capacity), limit)
+    }
+
     /// Creates two legs of one call and bridges them, in a single worker job:
     /// what an offer needs for each new media section. Either both legs exist
     /// afterwards, bridged, or neither does.
@@ -1135,11 +1149,7 @@ impl Engine {
             name,
             worker,
             config,
-            sockets: LegSockets {
-                rtp: pair.rtp,
-                rtcp: pair.rtcp,
-                port,
-            },
+            sockets: pair,
         })
     }
 
@@ -1345,16 +1355,15 @@ impl Engine {
                     .iter()
                     .map(|&(i, key)| (i, leg_info(ctx, key)))
                     .collect();
-                // Dropping the sockets here closes them on the worker.
-                let ports: Vec<u16> = keys
+                let pairs: Vec<Released> = keys
                     .iter()
-                    .filter_map(|&(_, key)| ctx.detach_leg(key).map(|(_, s)| s.port))
+                    .filter_map(|&(_, key)| ctx.detach_leg(key).map(|(leg, s)| park(&leg, s)))
                     .collect();
-                (infos, ports)
+                (infos, pairs)
             })?;
-            let (infos, ports) = removed;
-            for port in ports {
-                dir.ports.release(port);
+            let (infos, pairs) = removed;
+            for pair in pairs {
+                release_parked(&mut dir, pair);
             }
             for (i, info) in infos {
                 legs[i] = info;
@@ -1387,13 +1396,11 @@ impl Engine {
             release_lost(dir, &entry.key);
             return Ok(());
         };
-        let removed = self.workers[entry.worker].call(move |ctx| {
-            // Dropping the sockets here closes them on the worker.
-            ctx.detach_leg(key).map(|(_, sockets)| sockets.port)
-        })?;
+        let removed = self.workers[entry.worker]
+            .call(move |ctx| ctx.detach_leg(key).map(|(leg, s)| park(&leg, s)))?;
         dir.legs_per_worker[entry.worker] -= 1;
-        if let Some(port) = removed {
-            dir.ports.release(port);
+        if let Some(pair) = removed {
+            release_parked(dir, pair);
         }
         Ok(())
     }
@@ -1446,6 +1453,8 @@ impl Engine {
             calls: dir.calls.len(),
             legs: dir.legs.len(),
             free_port_pairs: dir.ports.free_pairs(),
+            warm_port_pairs: dir.ports.warm_pairs(),
+            stale_dropped: dir.ports.stale_dropped(),
             totals,
             send_errors,
         })
@@ -1516,6 +1525,29 @@ fn media_error(e: MediaError) -> ControlError {
             format!("{e}; list_media shows what is available"),
         ),
         other => ControlError::new(ErrorCode::Internal, other.to_string()),
+    }
+}
+
+/// A removed leg's pair, parked by its worker (`Ok` with the datagrams dropped
+/// doing so), or only its port if parking failed and the sockets were closed.
+type Released = Result<(PortPair, u64), u16>;
+
+/// Parks a removed leg's sockets on its worker, for the allocator to keep.
+fn park(leg: &crate::session::Leg, pair: PortPair) -> Released {
+    match pair.park(leg.config.local_rtp.ip()) {
+        Ok(stale) => Ok((pair, stale)),
+        Err(e) => {
+            log::warn!("port {}: closing instead of keeping: {e}", pair.port);
+            Err(pair.port)
+        }
+    }
+}
+
+/// Gives a removed leg's pair back to the allocator.
+fn release_parked(dir: &mut Directory, released: Released) {
+    match released {
+        Ok((pair, stale)) => dir.ports.release_pair(pair, stale),
+        Err(port) => dir.ports.release(port),
     }
 }
 

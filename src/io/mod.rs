@@ -131,6 +131,14 @@ pub fn run(config: Config) -> Result<(), RunError> {
         config.port_max
     );
     let engine = Arc::new(Engine::new(config.clone(), workers, backend_name, library));
+    let started = std::time::Instant::now();
+    let (warm, limit_pairs) = engine.prebind_ports(limit.leg_capacity() as usize);
+    if limit_pairs > 0 {
+        log::info!(
+            "{warm} RTP port pairs bound ahead of calls in {} ms (kept bound between calls, up to {limit_pairs}; --warm-ports 0 closes them instead)",
+            started.elapsed().as_millis()
+        );
+    }
     {
         let engine = engine.clone();
         std::thread::Builder::new()

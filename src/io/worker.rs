@@ -2,9 +2,10 @@
 //! runs control jobs sent over a channel, and relays packets.
 
 use super::backend::{BackendStats, Egress, PacketIo, Token, Waker};
+use super::ports::{disconnect, PortPair};
 use crate::session::{LegKey, SessionEvent, Shard, SocketKind, SocketOp, Verdict};
 use crossbeam_channel::{Receiver, Sender};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,23 +14,12 @@ use std::time::Instant;
 /// A control job, run on the worker thread with exclusive access to its state.
 pub type Job = Box<dyn FnOnce(&mut WorkerCtx) + Send>;
 
-/// The sockets of one leg.
-#[derive(Debug)]
-pub struct LegSockets {
-    /// RTP socket (even port).
-    pub rtp: UdpSocket,
-    /// RTCP socket (odd port).
-    pub rtcp: UdpSocket,
-    /// The even port, returned to the allocator when the leg goes.
-    pub port: u16,
-}
-
 /// Everything a worker owns, as control jobs see it.
 pub struct WorkerCtx {
     /// The session state.
     pub shard: Shard,
     /// Sockets by leg slot index.
-    sockets: Vec<Option<LegSockets>>,
+    sockets: Vec<Option<PortPair>>,
     /// The packet backend.
     io: Box<dyn PacketIo>,
     /// Where session events go.
@@ -55,7 +45,7 @@ impl WorkerCtx {
         &mut self,
         now: Instant,
         config: crate::session::LegConfig,
-        sockets: LegSockets,
+        sockets: PortPair,
     ) -> std::io::Result<LegKey> {
         let key = self.shard.add_leg(now, config);
         self.attach_sockets(key, sockets)?;
@@ -67,14 +57,14 @@ impl WorkerCtx {
         &mut self,
         now: Instant,
         leg: crate::session::Leg,
-        sockets: LegSockets,
+        sockets: PortPair,
     ) -> std::io::Result<LegKey> {
         let key = self.shard.insert_leg(now, leg);
         self.attach_sockets(key, sockets)?;
         Ok(key)
     }
 
-    fn attach_sockets(&mut self, key: LegKey, sockets: LegSockets) -> std::io::Result<()> {
+    fn attach_sockets(&mut self, key: LegKey, sockets: PortPair) -> std::io::Result<()> {
         let i = key.index() as usize;
         if self.sockets.len() <= i {
             self.sockets.resize_with(i + 1, || None);
@@ -96,7 +86,7 @@ impl WorkerCtx {
 
     /// Removes a leg and stops receiving on its sockets, handing both back
     /// (drop the sockets to close them, or give them to another worker).
-    pub fn detach_leg(&mut self, key: LegKey) -> Option<(crate::session::Leg, LegSockets)> {
+    pub fn detach_leg(&mut self, key: LegKey) -> Option<(crate::session::Leg, PortPair)> {
         let leg = self.shard.remove_leg(key).ok()?;
         let sockets = self.sockets.get_mut(key.index() as usize)?.take()?;
         let [rtp, rtcp] = tokens(key);
@@ -142,7 +132,7 @@ impl WorkerCtx {
     }
 }
 
-fn apply_socket_ops(shard: &mut Shard, sockets: &[Option<LegSockets>], id: usize) {
+fn apply_socket_ops(shard: &mut Shard, sockets: &[Option<PortPair>], id: usize) {
     while let Some(op) = shard.poll_socket_op() {
         let (key, kind, to) = match op {
             SocketOp::Connect { leg, socket, to } => (leg, socket, Some(to)),
@@ -169,7 +159,7 @@ fn apply_socket_ops(shard: &mut Shard, sockets: &[Option<LegSockets>], id: usize
 #[inline]
 fn on_packet(
     shard: &mut Shard,
-    sockets: &[Option<LegSockets>],
+    sockets: &[Option<PortPair>],
     id: usize,
     now: Instant,
     token: Token,
@@ -200,25 +190,6 @@ fn on_packet(
         }
         Verdict::Drop(_) => Egress::Drop,
     }
-}
-
-/// Dissolves a UDP socket's association (`connect` with `AF_UNSPEC`).
-fn disconnect(sock: &UdpSocket) -> std::io::Result<()> {
-    // SAFETY: zeroed sockaddr with family AF_UNSPEC is the documented way to disconnect.
-    let mut sa: libc::sockaddr = unsafe { std::mem::zeroed() };
-    sa.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
-    // SAFETY: valid fd and sockaddr for the call.
-    let r = unsafe {
-        libc::connect(
-            sock.as_raw_fd(),
-            &sa,
-            std::mem::size_of::<libc::sockaddr>() as u32,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Where a worker job leaves its result for the control thread waiting on it.

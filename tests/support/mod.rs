@@ -1713,3 +1713,30 @@ pub fn wait_until(what: &str, engine: &Engine, timeout: Duration, cond: impl Fn(
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Asserts both ports of a free pair are still rtpark's but refuse a sender as
+/// closed ports do: the kernel answers port-unreachable, which a connected
+/// sender sees as `ConnectionRefused` on its next send.
+pub fn assert_pair_kept_and_refusing(port: u16) {
+    for port in [port, port + 1] {
+        assert!(
+            UdpSocket::bind(("127.0.0.1", port)).is_err(),
+            "free port {port} should stay bound by rtpark"
+        );
+        let peer = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+        peer.connect(("127.0.0.1", port)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match peer.send(b"late packet") {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                Err(e) => panic!("port {port}: unexpected send error {e}"),
+                Ok(_) => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "port {port}: a sender was not refused 2 s after delete"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
