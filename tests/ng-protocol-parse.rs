@@ -303,6 +303,24 @@ fn bencode_refuses_duplicate_keys() {
         msg,
         "invalid bencode at byte 13: the dictionary key \"call-id\" appears twice"
     );
+    // Large dictionaries too: a repeat of the first key, at every size around
+    // where the check changes method, and distinct keys still pass.
+    for n in [15, 16, 17, 40] {
+        let mut doc = b"d".to_vec();
+        for i in 0..n {
+            doc.extend_from_slice(format!("3:k{i:02}i{i}e").as_bytes());
+        }
+        let mut distinct = doc.clone();
+        distinct.push(b'e');
+        assert!(bencode::decode(&distinct).is_ok(), "{n} distinct keys");
+        let at = doc.len();
+        doc.extend_from_slice(b"3:k00i0ee");
+        assert_eq!(
+            err_kind(&doc),
+            (at, BencodeErrorKind::DuplicateKey("k00".into())),
+            "a repeat after {n} keys"
+        );
+    }
 }
 
 #[test]

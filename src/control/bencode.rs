@@ -18,6 +18,9 @@ pub const MAX_INPUT: usize = 1 << 20;
 /// Deepest nesting of lists and dictionaries [`decode`] accepts.
 pub const MAX_DEPTH: usize = 32;
 
+/// Dictionaries up to this many keys find duplicates by a scan, not a hash set.
+const SCAN_KEYS: usize = 16;
+
 /// One bencode value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
@@ -321,6 +324,9 @@ impl<'a> Decoder<'a> {
                 }
                 self.pos += 1;
                 let mut entries = Vec::new();
+                // Keys so far: scanned while the dictionary is small (what
+                // signalling sends), hashed beyond that.
+                let mut keys: Vec<&'a [u8]> = Vec::new();
                 let mut seen: HashSet<&'a [u8]> = HashSet::new();
                 loop {
                     let b = self.peek()?;
@@ -335,7 +341,17 @@ impl<'a> Decoder<'a> {
                         b'd' => return Err(self.err(BencodeErrorKind::KeyNotString("dictionary"))),
                         other => return Err(self.err(BencodeErrorKind::UnexpectedByte(other))),
                     };
-                    if !seen.insert(key) {
+                    let duplicate = if keys.len() < SCAN_KEYS {
+                        let found = keys.contains(&key);
+                        keys.push(key);
+                        found
+                    } else {
+                        if seen.is_empty() {
+                            seen.extend(keys.iter().copied());
+                        }
+                        !seen.insert(key)
+                    };
+                    if duplicate {
                         return Err(BencodeError {
                             offset: key_at,
                             kind: BencodeErrorKind::DuplicateKey(
