@@ -8,7 +8,9 @@ use crate::config::ControlSocket;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -200,9 +202,12 @@ fn cookie_lines(stream: UnixStream, handler: &Handler) -> io::Result<()> {
 /// Most bytes of replies the cache holds; the oldest go first beyond it.
 const REPLY_CACHE_BYTES: usize = 64 << 20;
 
+/// A reply with its cookie, shared by the cache and the batch being sent.
+type Reply = Rc<[u8]>;
+
 /// Replies kept for retransmissions, by sender and cookie, oldest first.
 struct ReplyCache {
-    map: HashMap<(SocketAddr, Vec<u8>), Vec<u8>>,
+    map: HashMap<(SocketAddr, Vec<u8>), Reply>,
     order: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
     bytes: usize,
 }
@@ -221,7 +226,7 @@ impl ReplyCache {
         }
     }
 
-    fn insert(&mut self, now: Instant, from: SocketAddr, cookie: Vec<u8>, reply: Vec<u8>) {
+    fn insert(&mut self, now: Instant, from: SocketAddr, cookie: Vec<u8>, reply: Reply) {
         self.bytes += reply.len();
         if let Some(old) = self.map.insert((from, cookie.clone()), reply) {
             self.bytes -= old.len();
@@ -245,7 +250,7 @@ fn serve_udp(socket: UdpSocket, handler: Handler, flush: Flush) {
         log::warn!("control socket: cannot make it non-blocking: {e}");
     }
     let mut buf = vec![0u8; 65536];
-    let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(UDP_BATCH);
+    let mut replies: Vec<(Reply, SocketAddr)> = Vec::with_capacity(UDP_BATCH);
     loop {
         let (n, from) = match socket.recv_from(&mut buf) {
             Ok(x) => x,
@@ -272,7 +277,7 @@ fn serve_udp(socket: UdpSocket, handler: Handler, flush: Flush) {
         let reply = match cache.map.get(&key) {
             Some(r) => r.clone(),
             None => {
-                let reply = with_cookie(cookie, &handler(command));
+                let reply: Reply = with_cookie(cookie, &handler(command)).into();
                 cache.insert(now, key.0, key.1, reply.clone());
                 reply
             }
@@ -284,22 +289,22 @@ fn serve_udp(socket: UdpSocket, handler: Handler, flush: Flush) {
     }
 }
 
-/// Flushes the workers, then sends every reply of the batch.
-fn send_replies(socket: &UdpSocket, flush: &Flush, replies: &mut Vec<(Vec<u8>, SocketAddr)>) {
+/// Flushes the workers, then sends every reply of the batch in one system call
+/// (a client waiting on many replies then wakes once for them).
+fn send_replies(socket: &UdpSocket, flush: &Flush, replies: &mut Vec<(Reply, SocketAddr)>) {
     if replies.is_empty() {
         return;
     }
     flush();
-    for (reply, to) in replies.drain(..) {
-        if let Err(e) = socket.send_to(&reply, to) {
-            log::debug!("control reply to {to} failed: {e}");
-        }
+    let batch: Vec<(&[u8], SocketAddr)> = replies.iter().map(|(r, to)| (&r[..], *to)).collect();
+    for (to, e) in super::backend::send_batch(socket.as_raw_fd(), &batch) {
+        log::debug!("control reply to {to} failed: {e}");
     }
+    replies.clear();
 }
 
 /// Blocks until the socket has a datagram (or a signal interrupts the wait).
 fn wait_readable(socket: &UdpSocket) {
-    use std::os::fd::AsRawFd;
     let mut pfd = libc::pollfd {
         fd: socket.as_raw_fd(),
         events: libc::POLLIN,

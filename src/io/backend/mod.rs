@@ -215,6 +215,58 @@ pub(crate) fn std_to_sockaddr(addr: &SocketAddr, ss: &mut libc::sockaddr_storage
 
 /// Sends `buf` from `fd`, to `to` or to the connected peer. Returns false on error.
 #[inline]
+/// Sends datagrams, each to its address, with as few `sendmmsg` calls as the
+/// kernel allows; returns the ones it refused, with the reason.
+pub(crate) fn send_batch(
+    fd: RawFd,
+    datagrams: &[(&[u8], SocketAddr)],
+) -> Vec<(SocketAddr, io::Error)> {
+    let mut failed = Vec::new();
+    // SAFETY: zeroed sockaddr_storage values are valid, filled in below.
+    let mut names: Vec<libc::sockaddr_storage> =
+        vec![unsafe { std::mem::zeroed() }; datagrams.len()];
+    let mut iovs: Vec<libc::iovec> = datagrams
+        .iter()
+        .map(|(buf, _)| libc::iovec {
+            iov_base: buf.as_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = Vec::with_capacity(datagrams.len());
+    for (i, (_, to)) in datagrams.iter().enumerate() {
+        let namelen = std_to_sockaddr(to, &mut names[i]);
+        // SAFETY: a zeroed msghdr is a valid value.
+        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+        hdr.msg_namelen = namelen;
+        hdr.msg_iov = &mut iovs[i];
+        hdr.msg_iovlen = 1;
+        msgs.push(libc::mmsghdr {
+            msg_hdr: hdr,
+            msg_len: 0,
+        });
+    }
+    let mut at = 0;
+    while at < msgs.len() {
+        let left = &mut msgs[at..];
+        // SAFETY: every header points at live buffers, names and iovecs above.
+        let sent =
+            unsafe { libc::sendmmsg(fd, left.as_mut_ptr(), left.len() as u32, libc::MSG_DONTWAIT) };
+        if sent > 0 {
+            at += sent as usize;
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        // The first datagram left failed: note it and go on with the rest.
+        failed.push((datagrams[at].1, e));
+        at += 1;
+    }
+    failed
+}
+
 pub(crate) fn send_now(fd: RawFd, buf: &[u8], to: Option<&SocketAddr>) -> bool {
     let r = match to {
         None => {
@@ -264,5 +316,29 @@ mod tests {
             let len = std_to_sockaddr(&a, &mut ss);
             assert_eq!(sockaddr_to_std(&ss, len as usize), Some(a));
         }
+    }
+
+    #[test]
+    fn a_batch_reaches_each_address_and_reports_refusals() {
+        use std::net::UdpSocket;
+        use std::os::fd::AsRawFd;
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (pa, pb) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        // An IPv6 address on an IPv4 socket fails in the middle of the batch.
+        let v6: SocketAddr = "[::1]:9".parse().unwrap();
+        let batch: Vec<(&[u8], SocketAddr)> =
+            vec![(b"one", pa), (b"two", pb), (b"lost", v6), (b"three", pa)];
+        let failed = send_batch(sender.as_raw_fd(), &batch);
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert_eq!(failed[0].0, v6);
+        let mut buf = [0u8; 16];
+        for (sock, want) in [(&a, &b"one"[..]), (&b, b"two"), (&a, b"three")] {
+            sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            let (n, from) = sock.recv_from(&mut buf).unwrap();
+            assert_eq!((&buf[..n], from), (want, sender.local_addr().unwrap()));
+        }
+        assert!(send_batch(sender.as_raw_fd(), &[]).is_empty());
     }
 }
