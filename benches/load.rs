@@ -205,6 +205,10 @@ struct Opts {
     /// (no media) as fast as the engine answers, then delete them; 0 = no such phase.
     #[arg(long, default_value_t = 0)]
     setup_calls: usize,
+    /// Times the setup phase runs (set up, then delete, each time); its rate is
+    /// the median round's, since one round lasts a fraction of a second.
+    #[arg(long, default_value_t = 5)]
+    setup_rounds: usize,
     /// Calls in flight during ng setup and teardown (each has one request
     /// outstanding at a time; rtpark's native socket is pipelined in full).
     #[arg(long, default_value_t = 32)]
@@ -916,31 +920,39 @@ fn setup_rate(opts: &Opts, engine: &mut Engine) -> Result<Value, String> {
         sys::process_cpu_ns(),
         sys::mono_ns(),
     );
-    let (setup, delete, control, window, retransmits) = if let Some(c) = engine.ng.as_mut() {
-        let before = c.retransmits;
-        let (_, setup) = c.setup_calls(RATE_CALLS, &remotes, opts.setup_window)?;
-        let delete = c.delete_calls(RATE_CALLS, n, opts.setup_window)?;
-        (
-            setup,
-            delete,
-            "ng",
-            json!(opts.setup_window),
-            c.retransmits - before,
-        )
-    } else if let Some(c) = engine.control.as_mut() {
-        let setup = c.setup_calls(RATE_CALLS, &remotes)?.elapsed;
-        let delete = c.delete_calls(RATE_CALLS, n)?;
-        (setup, delete, "native", json!("all"), 0)
-    } else {
-        return Err("the baseline has no call setup".into());
-    };
+    let rounds = opts.setup_rounds.max(1);
+    let (mut setups, mut deletes) = (Vec::new(), Vec::new());
+    let (mut control, mut window, mut retransmits) = ("ng", json!(opts.setup_window), 0);
+    for round in 0..rounds {
+        let prefix = format!("{RATE_CALLS}{round}-");
+        let (setup, delete) = if let Some(c) = engine.ng.as_mut() {
+            let before = c.retransmits;
+            let (_, setup) = c.setup_calls(&prefix, &remotes, opts.setup_window)?;
+            let delete = c.delete_calls(&prefix, n, opts.setup_window)?;
+            retransmits += c.retransmits - before;
+            (setup, delete)
+        } else if let Some(c) = engine.control.as_mut() {
+            let setup = c.setup_calls(&prefix, &remotes)?.elapsed;
+            let delete = c.delete_calls(&prefix, n)?;
+            (control, window) = ("native", json!("all"));
+            (setup, delete)
+        } else {
+            return Err("the baseline has no call setup".into());
+        };
+        setups.push(setup);
+        deletes.push(delete);
+    }
+    // The median round by setup time, and its delete time likewise.
+    setups.sort();
+    deletes.sort();
+    let (setup, delete) = (setups[rounds / 2], deletes[rounds / 2]);
     let rss1 = sys::status_kib(epid, "VmRSS");
     let wall = sys::mono_ns().saturating_sub(t0).max(1) as f64;
     let engine_pct = sys::task_cpu_ns(epid).saturating_sub(ecpu0) as f64 / wall * 100.0;
     let gen_ns = sys::process_cpu_ns().saturating_sub(gcpu0) as f64;
     let gen_pct = gen_ns / wall * 100.0;
     // ng: offer, answer, delete per call; native: create, create, bridge, delete.
-    let requests = n as f64 * if control == "ng" { 3.0 } else { 4.0 };
+    let requests = (n * rounds) as f64 * if control == "ng" { 3.0 } else { 4.0 };
     let rate = |d: Duration| {
         if d.as_secs_f64() > 0.0 {
             n as f64 / d.as_secs_f64()
@@ -952,8 +964,10 @@ fn setup_rate(opts: &Opts, engine: &mut Engine) -> Result<Value, String> {
         "calls": n,
         "control": control,
         "window": window,
+        "rounds": rounds,
         "setup_s": setup.as_secs_f64(),
         "setups_per_s": rate(setup),
+        "setups_per_s_rounds": setups.iter().map(|&d| rate(d)).collect::<Vec<_>>(),
         "delete_s": delete.as_secs_f64(),
         "deletes_per_s": rate(delete),
         "ng_retransmits": retransmits,
@@ -1374,8 +1388,17 @@ fn print_report(v: &Value) {
         println!("  setup phase          FAILED: {e}");
     } else if sr.is_object() {
         println!(
-            "  setup phase          {:>10.0} calls/s ({} calls over {}, window {}; {:.3} s), deletes {:.0}/s, ng resends {}; CPU engine {:.0} %, generator {:.0} % ({:.1} µs/request)",
+            "  setup phase          {:>10.0} calls/s (median of {} rounds: {}; {} calls over {}, window {}; {:.3} s), deletes {:.0}/s, ng resends {}; CPU engine {:.0} %, generator {:.0} % ({:.1} µs/request)",
             f("/setup_rate/setups_per_s"),
+            u("/setup_rate/rounds"),
+            sr["setups_per_s_rounds"]
+                .as_array()
+                .map(|r| r
+                    .iter()
+                    .map(|x| format!("{:.0}", x.as_f64().unwrap_or(0.0)))
+                    .collect::<Vec<_>>()
+                    .join(" "))
+                .unwrap_or_default(),
             u("/setup_rate/calls"),
             sr["control"].as_str().unwrap_or("?"),
             sr["window"],
