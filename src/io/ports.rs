@@ -214,11 +214,6 @@ impl PortAllocator {
         }
     }
 
-    /// The local address pairs are bound to.
-    pub fn ip(&self) -> IpAddr {
-        self.ip
-    }
-
     /// How many free pairs may be kept bound now.
     fn keepable(&self) -> usize {
         let in_use = self.pairs - self.free.len();
