@@ -213,8 +213,6 @@ pub(crate) fn std_to_sockaddr(addr: &SocketAddr, ss: &mut libc::sockaddr_storage
     }
 }
 
-/// Sends `buf` from `fd`, to `to` or to the connected peer. Returns false on error.
-#[inline]
 /// Sends datagrams, each to its address, with as few `sendmmsg` calls as the
 /// kernel allows; returns the ones it refused, with the reason.
 pub(crate) fn send_batch(
@@ -232,14 +230,22 @@ pub(crate) fn send_batch(
             iov_len: buf.len(),
         })
         .collect();
+    let namelens: Vec<u32> = datagrams
+        .iter()
+        .zip(names.iter_mut())
+        .map(|((_, to), ss)| std_to_sockaddr(to, ss))
+        .collect();
+    // From here on, names and iovs are reached only through these pointers.
+    let (name_at, iov_at) = (names.as_mut_ptr(), iovs.as_mut_ptr());
     let mut msgs: Vec<libc::mmsghdr> = Vec::with_capacity(datagrams.len());
-    for (i, (_, to)) in datagrams.iter().enumerate() {
-        let namelen = std_to_sockaddr(to, &mut names[i]);
+    for (i, &namelen) in namelens.iter().enumerate() {
         // SAFETY: a zeroed msghdr is a valid value.
         let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-        hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+        // SAFETY (both): i is in bounds of names and iovs, which live until
+        // the sends are done.
+        hdr.msg_name = unsafe { name_at.add(i) }.cast();
         hdr.msg_namelen = namelen;
-        hdr.msg_iov = &mut iovs[i];
+        hdr.msg_iov = unsafe { iov_at.add(i) };
         hdr.msg_iovlen = 1;
         msgs.push(libc::mmsghdr {
             msg_hdr: hdr,
@@ -267,6 +273,8 @@ pub(crate) fn send_batch(
     failed
 }
 
+/// Sends `buf` from `fd`, to `to` or to the connected peer. Returns false on error.
+#[inline]
 pub(crate) fn send_now(fd: RawFd, buf: &[u8], to: Option<&SocketAddr>) -> bool {
     let r = match to {
         None => {
