@@ -375,8 +375,8 @@ impl Config {
             });
         }
         // Round the start up to even so every pair is (even RTP, odd RTCP).
-        let first = c.port_min + (c.port_min & 1);
-        if first.checked_add(1).is_none_or(|rtcp| rtcp > c.port_max) {
+        let first = u32::from(c.port_min) + u32::from(c.port_min & 1);
+        if first + 1 > u32::from(c.port_max) {
             return Err(ConfigError::Invalid {
                 key: "port_max (--port-max)",
                 problem: format!(
@@ -756,6 +756,7 @@ mod tests {
             ("port_min = 70000", "port_min"),
             ("port_min = 80", "port_min"),
             ("port_min = 30000\nport_max = 30000", "port_max"),
+            ("port_min = 65535\nport_max = 65535", "port_max"),
             ("interface = \"nope\"", "interface"),
             ("listen_native = \"tcp:1\"", "listen_native"),
             ("backend = \"kqueue\"", "backend"),

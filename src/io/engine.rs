@@ -1345,6 +1345,7 @@ impl Engine {
             }
         }
         let mut legs: Vec<Option<LegInfo>> = vec![None; entry.legs.len()];
+        let keep = dir.ports.keeps_pairs();
         for (w, keys) in per_worker.into_iter().enumerate() {
             if keys.is_empty() {
                 continue;
@@ -1357,7 +1358,7 @@ impl Engine {
                     .collect();
                 let pairs: Vec<Released> = keys
                     .iter()
-                    .filter_map(|&(_, key)| ctx.detach_leg(key).map(|(leg, s)| park(&leg, s)))
+                    .filter_map(|&(_, key)| ctx.detach_leg(key).map(|(leg, s)| park(&leg, s, keep)))
                     .collect();
                 (infos, pairs)
             })?;
@@ -1396,8 +1397,9 @@ impl Engine {
             release_lost(dir, &entry.key);
             return Ok(());
         };
+        let keep = dir.ports.keeps_pairs();
         let removed = self.workers[entry.worker]
-            .call(move |ctx| ctx.detach_leg(key).map(|(leg, s)| park(&leg, s)))?;
+            .call(move |ctx| ctx.detach_leg(key).map(|(leg, s)| park(&leg, s, keep)))?;
         dir.legs_per_worker[entry.worker] -= 1;
         if let Some(pair) = removed {
             release_parked(dir, pair);
@@ -1532,8 +1534,12 @@ fn media_error(e: MediaError) -> ControlError {
 /// doing so), or only its port if parking failed and the sockets were closed.
 type Released = Result<(PortPair, u64), u16>;
 
-/// Parks a removed leg's sockets on its worker, for the allocator to keep.
-fn park(leg: &crate::session::Leg, pair: PortPair) -> Released {
+/// Parks a removed leg's sockets on its worker for the allocator to keep, or
+/// closes them if it keeps none (`keep` false).
+fn park(leg: &crate::session::Leg, pair: PortPair, keep: bool) -> Released {
+    if !keep {
+        return Err(pair.port);
+    }
     match pair.park(leg.config.local_rtp.ip()) {
         Ok(stale) => Ok((pair, stale)),
         Err(e) => {

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
 /// A bound RTP/RTCP socket pair.
@@ -25,24 +25,38 @@ pub struct PortPair {
 }
 
 impl PortPair {
-    /// Readies a released pair for keeping: each socket is connected to its own
-    /// address `ip`, so the kernel refuses other senders, then emptied. Returns
-    /// the datagrams that were still queued (they are dropped).
+    /// Readies a released pair for keeping, so that nothing reaches it until
+    /// it is [unparked](PortPair::unpark), then empties it. Returns the
+    /// datagrams that were still queued (they are dropped).
+    ///
+    /// A socket bound to address `ip` is connected to itself: the kernel then
+    /// refuses every other sender with port-unreachable, as for a closed port.
+    /// A socket bound to the wildcard address gets a filter that drops all
+    /// instead (connecting would narrow its address to loopback, leaving the
+    /// port's other addresses free for another program to bind).
     pub fn park(&self, ip: IpAddr) -> io::Result<u64> {
-        let ip = match ip {
-            IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
-        };
-        self.rtp.connect(SocketAddr::new(ip, self.port))?;
-        self.rtcp.connect(SocketAddr::new(ip, self.port + 1))?;
+        if ip.is_unspecified() {
+            drop_all(&self.rtp, true)?;
+            drop_all(&self.rtcp, true)?;
+        } else {
+            self.rtp.connect(SocketAddr::new(ip, self.port))?;
+            self.rtcp.connect(SocketAddr::new(ip, self.port + 1))?;
+        }
         Ok(drain(&self.rtp) + drain(&self.rtcp))
     }
 
-    /// Undoes [`PortPair::park`]: both sockets accept any sender again.
-    pub fn unpark(&self) -> io::Result<()> {
-        disconnect(&self.rtp)?;
-        disconnect(&self.rtcp)
+    /// Undoes [`PortPair::park`] for a pair bound to `ip`: both sockets accept
+    /// any sender again, with nothing queued (a send still in flight when the
+    /// pair was parked may have looped back to it). Returns what was dropped.
+    pub fn unpark(&self, ip: IpAddr) -> io::Result<u64> {
+        for sock in [&self.rtp, &self.rtcp] {
+            if ip.is_unspecified() {
+                drop_all(sock, false)?;
+            } else {
+                disconnect(sock)?;
+            }
+        }
+        Ok(drain(&self.rtp) + drain(&self.rtcp))
     }
 }
 
@@ -91,11 +105,13 @@ pub struct PortAllocator {
 impl PortAllocator {
     /// All even ports `p` in `[min, max]` with `p + 1 <= max`; none kept warm.
     pub fn new(ip: IpAddr, min: u16, max: u16) -> Self {
-        let first = (min as u32 + (min as u32 & 1)) as u16;
-        let free: VecDeque<u16> = (first as u32..max as u32)
+        let first = u32::from(min) + u32::from(min & 1);
+        // Empty when no pair fits (first + 1 > max), including min = 65535.
+        let free: VecDeque<u16> = (first..u32::from(max))
             .step_by(2)
             .map(|p| p as u16)
             .collect();
+        let first = first.min(u32::from(u16::MAX)) as u16;
         let mut warm = Vec::new();
         warm.resize_with(free.len(), || None);
         PortAllocator {
@@ -173,7 +189,11 @@ impl PortAllocator {
                 return Ok(pair);
             }
             match bind_pair(self.ip, port) {
-                Ok(pair) => return Ok(pair),
+                Ok(pair) => {
+                    // A fresh pair counts against the budget: kept pairs give way.
+                    while self.warm_count > self.keepable() && self.close_one_warm() {}
+                    return Ok(pair);
+                }
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
                     // Someone else has it; try it again later.
                     self.free.push_back(port);
@@ -229,8 +249,22 @@ impl PortAllocator {
         let [rtp, rtcp] = self.warm[idx].take()?;
         self.warm_count -= 1;
         let pair = PortPair { rtp, rtcp, port };
-        // A pair that cannot be unparked is closed and bound afresh.
-        pair.unpark().ok().map(|()| pair)
+        match pair.unpark(self.ip) {
+            Ok(stale) => {
+                self.stale += stale;
+                Some(pair)
+            }
+            Err(e) => {
+                // Closed here, so the caller binds the pair afresh.
+                log::warn!("port {port}: cannot reuse the kept sockets ({e}); binding new ones");
+                None
+            }
+        }
+    }
+
+    /// Whether released pairs may be kept at all (else their owner closes them).
+    pub fn keeps_pairs(&self) -> bool {
+        self.warm_limit > 0
     }
 
     /// Closes the kept pair that would be reused last; false if none is kept.
@@ -256,7 +290,8 @@ fn out_of_descriptors(e: &io::Error) -> bool {
 fn drain(sock: &UdpSocket) -> u64 {
     let mut n = 0;
     let mut byte = [0u8; 1];
-    loop {
+    // Bounded: a flood cannot keep us here (the rest is dropped next time).
+    for _ in 0..DRAIN_MAX {
         // SAFETY: valid fd and a one-byte buffer; MSG_TRUNC discards the rest.
         let r = unsafe {
             libc::recv(
@@ -266,11 +301,70 @@ fn drain(sock: &UdpSocket) -> u64 {
                 libc::MSG_DONTWAIT | libc::MSG_TRUNC,
             )
         };
-        if r < 0 {
-            return n;
+        if r >= 0 {
+            n += 1;
+            continue;
         }
-        n += 1;
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) => break,
+            // A pending error (an ICMP error for an earlier send) is reported
+            // before the queue; reading it clears it, so read on.
+            Some(libc::EINTR)
+            | Some(libc::ECONNREFUSED)
+            | Some(libc::EHOSTUNREACH)
+            | Some(libc::ENETUNREACH)
+            | Some(libc::EMSGSIZE) => continue,
+            _ => break,
+        }
     }
+    n
+}
+
+/// Most datagrams one [`drain`] reads.
+const DRAIN_MAX: usize = 4096;
+
+/// Attaches (`on`) or removes a socket filter that drops every datagram.
+fn drop_all(sock: &UdpSocket, on: bool) -> io::Result<()> {
+    let fd = sock.as_raw_fd();
+    let r = if on {
+        let mut code = [libc::sock_filter {
+            // BPF_RET | BPF_K with k = 0: accept zero bytes, i.e. drop.
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        }];
+        let prog = libc::sock_fprog {
+            len: 1,
+            filter: code.as_mut_ptr(),
+        };
+        // SAFETY: prog points at `code`, alive for the call; the kernel copies it.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                (&prog as *const libc::sock_fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        }
+    } else {
+        let zero: libc::c_int = 0;
+        // SAFETY: a valid int option value for the call.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_DETACH_FILTER,
+                (&zero as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Dissolves a UDP socket's connection: it accepts any sender again.
@@ -327,6 +421,7 @@ fn bind_nonblocking(addr: SocketAddr) -> io::Result<UdpSocket> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
     use std::time::Duration;
 
     const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -450,17 +545,59 @@ mod tests {
     }
 
     #[test]
-    fn wildcard_pairs_park_on_loopback() {
+    fn wildcard_pairs_park_behind_a_filter_and_keep_every_address() {
         let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
         let mut a = PortAllocator::new(any, 41400, 41403);
         assert_eq!(a.prebind(2, 100), 2);
+        // Parked, the port stays rtpark's on every local address.
+        assert!(UdpSocket::bind(("127.0.0.2", 41400)).is_err());
+        // What arrives while parked is dropped, not kept for the next call.
+        let probe = UdpSocket::bind((IP, 0)).unwrap();
+        probe.send_to(b"probe!", (IP, 41400)).unwrap();
         let pair = a.allocate().unwrap();
         assert_eq!(
             pair.rtp.local_addr().unwrap().ip(),
             any,
-            "unparking restores the wildcard"
+            "still bound to the wildcard"
         );
         send_to(pair.port);
-        assert_eq!(received(&pair.rtp), Some(4));
+        assert_eq!(received(&pair.rtp), Some(4), "only the new sender is heard");
+        // Parking again drops what is queued.
+        send_to(pair.port);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(pair.park(any).unwrap(), 1);
+        assert!(UdpSocket::bind(("127.0.0.2", pair.port)).is_err());
+    }
+
+    #[test]
+    fn fresh_pairs_make_kept_ones_give_way_within_the_budget() {
+        let mut a = PortAllocator::new(IP, 41500, 41511);
+        // Six pairs in the range, a budget of three bound at once.
+        assert_eq!(a.prebind(10, 3), 3);
+        let used: Vec<PortPair> = (0..3).map(|_| a.allocate().unwrap()).collect();
+        for pair in used {
+            let stale = pair.park(IP).unwrap();
+            a.release_pair(pair, stale);
+        }
+        assert_eq!(a.warm_pairs(), 3);
+        // The next pairs in turn are not kept: binding them closes kept ones.
+        let fresh = [a.allocate().unwrap(), a.allocate().unwrap()];
+        assert_eq!([fresh[0].port, fresh[1].port], [41506, 41508]);
+        assert_eq!(a.warm_pairs(), 1, "two in use and one kept make the budget");
+    }
+
+    #[test]
+    fn parking_drops_the_queue_behind_a_pending_error() {
+        let mut a = PortAllocator::new(IP, 41600, 41601);
+        let pair = a.allocate().unwrap();
+        send_to(pair.port);
+        // An ICMP error for an earlier send is reported before the queue.
+        let gone = UdpSocket::bind((IP, 0)).unwrap();
+        let gone_at = gone.local_addr().unwrap();
+        drop(gone);
+        pair.rtp.connect(gone_at).unwrap();
+        pair.rtp.send(b"to nobody").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(pair.park(IP).unwrap(), 1, "the queued datagram was dropped");
     }
 }
