@@ -31,6 +31,10 @@ pub type Flush = Arc<dyn Fn() + Send + Sync>;
 /// whole command (`unix:` sockets have no framing of their own).
 pub type Complete = fn(&[u8]) -> bool;
 
+/// The protocol's error reply (bare, no cookie) for a reply of this many bytes
+/// that does not fit in a UDP datagram.
+pub type TooBig = fn(usize) -> Vec<u8>;
+
 /// A bound SIP-core socket, ready to serve.
 pub enum Bound {
     /// `unix:`: one command per connection.
@@ -65,6 +69,7 @@ pub fn spawn(
     name: &str,
     handler: Handler,
     complete: Complete,
+    too_big: TooBig,
     flush: Flush,
 ) -> io::Result<()> {
     let thread = std::thread::Builder::new().name(format!("rtpark-{name}"));
@@ -91,7 +96,7 @@ pub fn spawn(
             let handler = flushed(handler, flush);
             thread.spawn(move || serve_cunix(l, handler))
         }
-        Bound::Udp(s) => thread.spawn(move || serve_udp(s, handler, flush)),
+        Bound::Udp(s) => thread.spawn(move || serve_udp(s, handler, too_big, flush)),
     }
     .map(|_| ())
 }
@@ -238,7 +243,15 @@ impl ReplyCache {
 /// Most datagrams handled before their replies go out together.
 const UDP_BATCH: usize = 32;
 
-fn serve_udp(socket: UdpSocket, handler: Handler, flush: Flush) {
+/// The largest UDP payload to an address of this family.
+fn max_datagram(to: &SocketAddr) -> usize {
+    match to {
+        SocketAddr::V4(_) => 65_507,
+        SocketAddr::V6(_) => 65_527,
+    }
+}
+
+fn serve_udp(socket: UdpSocket, handler: Handler, too_big: TooBig, flush: Flush) {
     let mut cache = ReplyCache {
         map: HashMap::new(),
         order: VecDeque::new(),
@@ -277,7 +290,16 @@ fn serve_udp(socket: UdpSocket, handler: Handler, flush: Flush) {
         let reply = match cache.map.get(&key) {
             Some(r) => r.clone(),
             None => {
-                let reply: Reply = with_cookie(cookie, &handler(command)).into();
+                let body = handler(command);
+                let mut reply = with_cookie(cookie, &body);
+                if reply.len() > max_datagram(&from) {
+                    log::info!(
+                        "a {}-byte reply to {from} does not fit in a UDP datagram; answering with an error",
+                        body.len()
+                    );
+                    reply = with_cookie(cookie, &too_big(body.len()));
+                }
+                let reply: Reply = reply.into();
                 cache.insert(now, key.0, key.1, reply.clone());
                 reply
             }

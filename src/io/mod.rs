@@ -210,17 +210,27 @@ fn serve_sip_cores(
                 files.push(listen::SocketFile(p.clone()));
             }
             let s = sig.clone();
-            let (handler, complete): (listen_sig::Handler, listen_sig::Complete) = if name == "ng" {
-                (Arc::new(move |b: &[u8]| ng::handle(&s, b)), ng::complete)
+            type Parts = (
+                listen_sig::Handler,
+                listen_sig::Complete,
+                listen_sig::TooBig,
+            );
+            let (handler, complete, too_big): Parts = if name == "ng" {
+                (
+                    Arc::new(move |b: &[u8]| ng::handle(&s, b)),
+                    ng::complete,
+                    ng::reply_too_big,
+                )
             } else {
                 (
                     Arc::new(move |b: &[u8]| rtpproxy::handle(&s, b)),
                     |b: &[u8]| !b.is_empty(),
+                    rtpproxy::reply_too_big,
                 )
             };
             let s = sig.clone();
             let flush: listen_sig::Flush = Arc::new(move || s.engine().flush());
-            listen_sig::spawn(bound, name, handler, complete, flush)
+            listen_sig::spawn(bound, name, handler, complete, too_big, flush)
                 .map_err(|e| startup(format!("cannot start the {name} listener: {e}")))?;
             log::info!("{name} protocol listening on {addr}");
         }

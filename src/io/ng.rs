@@ -51,6 +51,14 @@ pub fn handle(sig: &Signalling, body: &[u8]) -> Vec<u8> {
     reply.to_bytes()
 }
 
+/// The error answered when a reply of `len` bytes does not fit in a datagram.
+pub fn reply_too_big(len: usize) -> Vec<u8> {
+    reply_error(&format!(
+        "the reply ({len} bytes) does not fit in a UDP datagram; send this command over a unix: socket"
+    ))
+    .to_bytes()
+}
+
 fn run(sig: &Signalling, req: NgRequest) -> Result<Value, ControlError> {
     match req.command {
         NgCommand::Ping => Ok(reply_pong()),

@@ -11,6 +11,12 @@ use crate::control::{Command, ControlError, ErrorCode, MediaRef, PlayMedia, Repe
 use crate::session::Codec;
 use std::path::PathBuf;
 
+/// The error answered when a reply of `len` bytes does not fit in a datagram
+/// (rtpproxy's own replies never grow so large; an echoed cookie can).
+pub fn reply_too_big(_len: usize) -> Vec<u8> {
+    format_error(None, ecode::SYNTAX).into_bytes()
+}
+
 /// Runs one bare command (cookie already removed by the transport) and returns
 /// the bare reply (the transport adds the cookie back).
 pub fn handle(sig: &Signalling, input: &[u8]) -> Vec<u8> {
