@@ -242,44 +242,60 @@ fn offer_answer(sig: &Signalling, side: Side, req: NgRequest) -> Result<Value, C
     let opts = Options {
         trust_address: req.flags.trust_address || req.flags.asymmetric,
     };
+    // Checked before anything is created, so that a bad moh refuses the offer whole.
+    let moh = req
+        .moh
+        .as_ref()
+        .map(|m| media_of(m.file.as_deref(), m.blob.as_deref(), m.db_id))
+        .transpose()?;
+    let is_new = side == Side::Offer && !sig.has_call(call_id);
     let locals = sig.negotiate(side, call_id, from_tag, req.to_tag.as_deref(), &media, opts)?;
-    let plan = Rewrite {
-        media: media
-            .iter()
-            .zip(&locals)
-            .map(|((_, m), l)| {
-                l.map(|l| MediaRewrite {
-                    addr: l.ip,
-                    rtp_port: l.rtp_port,
-                    // With rtcp-mux agreed (an answer keeping it), RTCP shares the port.
-                    rtcp_port: if side == Side::Answer && m.rtcp_mux {
-                        None
-                    } else {
-                        Some(l.rtcp_port)
-                    },
+    // The rest, once the legs exist: the rewritten SDP, the party's music on
+    // hold and whether it holds.
+    let finish = || -> Result<Value, ControlError> {
+        let plan = Rewrite {
+            media: media
+                .iter()
+                .zip(locals)
+                .map(|((_, m), l)| {
+                    l.map(|l| MediaRewrite {
+                        addr: l.ip,
+                        rtp_port: l.rtp_port,
+                        // With rtcp-mux agreed (an answer keeping it), RTCP shares the port.
+                        rtcp_port: if side == Side::Answer && m.rtcp_mux {
+                            None
+                        } else {
+                            Some(l.rtcp_port)
+                        },
+                    })
                 })
-            })
-            .collect(),
-        origin: req.replace.origin.then(|| sig.engine().advertised()),
-        session_connection: req.replace.session_connection,
-        // rtpark does not speak ICE: candidates would route media around it.
-        remove_ice: true,
+                .collect(),
+            origin: req.replace.origin.then(|| sig.engine().advertised()),
+            session_connection: req.replace.session_connection,
+            // rtpark does not speak ICE: candidates would route media around it.
+            remove_ice: true,
+        };
+        let rewritten = sdp.rewrite(&plan);
+        if let Some(media) = moh {
+            sig.set_moh(call_id, owner, MohSpec { media })?;
+        }
+        let holds = sdp
+            .media()
+            .iter()
+            .find(|m| m.port != 0 && m.kind == "audio")
+            .is_some_and(|m| {
+                matches!(m.direction, Direction::SendOnly | Direction::Inactive)
+                    || m.zero_address_hold()
+            });
+        sig.direction(call_id, owner, holds)?;
+        Ok(reply_ok(vec![("sdp", Value::bytes(rewritten))]))
     };
-    let rewritten = sdp.rewrite(&plan);
-    if let Some(moh) = &req.moh {
-        let media = media_of(moh.file.as_deref(), moh.blob.as_deref(), moh.db_id)?;
-        sig.set_moh(call_id, owner, MohSpec { media })?;
+    let finished = finish();
+    if finished.is_err() && is_new {
+        // A first offer that fails leaves no call behind.
+        sig.abandon(call_id);
     }
-    let holds = sdp
-        .media()
-        .iter()
-        .find(|m| m.port != 0 && m.kind == "audio")
-        .is_some_and(|m| {
-            matches!(m.direction, Direction::SendOnly | Direction::Inactive)
-                || m.zero_address_hold()
-        });
-    sig.direction(call_id, owner, holds)?;
-    Ok(reply_ok(vec![("sdp", Value::bytes(rewritten))]))
+    finished
 }
 
 fn unix_secs(t: SystemTime) -> i64 {

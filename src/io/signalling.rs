@@ -265,15 +265,29 @@ impl Signalling {
         let result = self.wire_media(call_id, call, owner, other, media, opts);
         if is_new && result.is_err() {
             // A failed first offer leaves nothing behind.
-            let gone = dir.calls.remove(call_id);
-            dir.created -= 1;
-            if gone.is_some() {
-                let _ = self.engine.execute(Command::DeleteCall {
-                    call: call_id.to_owned(),
-                });
-            }
+            self.abandon_locked(&mut dir, call_id);
         }
         result
+    }
+
+    /// Whether a call with this id exists.
+    pub fn has_call(&self, call_id: &str) -> bool {
+        lock(&self.calls).calls.contains_key(call_id)
+    }
+
+    /// Undoes a call that its first offer created, when a later step of that
+    /// offer failed: it is removed as if it had never been.
+    pub fn abandon(&self, call_id: &str) {
+        self.abandon_locked(&mut lock(&self.calls), call_id);
+    }
+
+    fn abandon_locked(&self, dir: &mut Directory, call_id: &str) {
+        if dir.calls.remove(call_id).is_some() {
+            dir.created -= 1;
+            let _ = self.engine.execute(Command::DeleteCall {
+                call: call_id.to_owned(),
+            });
+        }
     }
 
     /// Creates or updates the legs of `owner` (from `media`) and of `other`,
