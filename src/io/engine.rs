@@ -228,6 +228,11 @@ impl Engine {
         self.config.media_timeout.as_secs()
     }
 
+    /// Whether a leg of this name exists.
+    pub fn has_leg(&self, name: &str) -> bool {
+        lock(&self.dir).legs.contains_key(name)
+    }
+
     /// The address written into SDP.
     pub fn advertised(&self) -> std::net::IpAddr {
         self.config.interface.advertised

@@ -308,6 +308,10 @@ impl Signalling {
                 out.push(None);
                 continue;
             }
+            // Legs deleted behind our back (native protocol) are made again.
+            for p in [owner, other] {
+                self.forget_deleted(call, p, index);
+            }
             if self.create_pair(call_id, call, [owner, other], index, m, opts)? {
                 out.push(call.parties[other].locals[index]);
                 continue;
@@ -324,6 +328,22 @@ impl Signalling {
             out.push(call.parties[other].locals[index]);
         }
         Ok(out)
+    }
+
+    /// Forgets party `p`'s leg for media section `index` if the engine no
+    /// longer has it, with the ports it had.
+    fn forget_deleted(&self, call: &mut SigCall, p: usize, index: usize) {
+        let party = &mut call.parties[p];
+        let gone = party
+            .legs
+            .get(index)
+            .and_then(Option::as_deref)
+            .is_some_and(|name| !self.engine.has_leg(name));
+        if gone {
+            party.legs[index] = None;
+            party.remotes[index] = None;
+            party.locals[index] = None;
+        }
     }
 
     /// When neither party has a leg for media section `index` yet, creates
