@@ -1525,12 +1525,22 @@ fn park_error(e: ParkError) -> ControlError {
     ControlError::new(code, e.to_string())
 }
 
+/// What a media failure means to the client: media it named that cannot be
+/// found or played is `unknown_media` (the message says why); a packet time
+/// it gave is an invalid field; only an encoder failing is rtpark's own fault.
 fn media_error(e: MediaError) -> ControlError {
     match e {
         MediaError::NotFound { .. } => ControlError::new(
             ErrorCode::UnknownMedia,
             format!("{e}; list_media shows what is available"),
         ),
+        MediaError::Io { .. }
+        | MediaError::Unsupported { .. }
+        | MediaError::Corrupt { .. }
+        | MediaError::Empty { .. }
+        | MediaError::BadRate { .. }
+        | MediaError::TooLong { .. } => ControlError::new(ErrorCode::UnknownMedia, e.to_string()),
+        MediaError::BadPtime(_) => ControlError::new(ErrorCode::InvalidField, e.to_string()),
         other => ControlError::new(ErrorCode::Internal, other.to_string()),
     }
 }
