@@ -73,8 +73,15 @@ pub fn line_too_long() -> ControlError {
 /// can still carry it, and an error with code `bad_request`, `unknown_command`,
 /// `missing_field` or `invalid_field`.
 pub fn parse_request(line: &str) -> Result<Request, (Option<Value>, ControlError)> {
-    let line = line.strip_suffix('\n').unwrap_or(line);
-    let line = line.strip_suffix('\r').unwrap_or(line);
+    parse_request_bytes(line.as_bytes())
+}
+
+/// Parses one request line as read from a socket: the limit counts the bytes
+/// received, and bytes that are not UTF-8 are read as U+FFFD (they can only
+/// stand in strings, where they do no harm).
+pub fn parse_request_bytes(line: &[u8]) -> Result<Request, (Option<Value>, ControlError)> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.len() > MAX_LINE_BYTES {
         return Err((
             None,
@@ -84,6 +91,8 @@ pub fn parse_request(line: &str) -> Result<Request, (Option<Value>, ControlError
             )),
         ));
     }
+    let line = String::from_utf8_lossy(line);
+    let line = line.as_ref();
     if line.trim().is_empty() {
         return Err((
             None,

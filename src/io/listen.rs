@@ -2,7 +2,7 @@
 
 use super::engine::Engine;
 use crate::control::native::{
-    format_event, format_reply, line_too_long, parse_request, MAX_LINE_BYTES as MAX_LINE,
+    format_event, format_reply, line_too_long, parse_request_bytes, MAX_LINE_BYTES as MAX_LINE,
 };
 use crate::control::{Command, Event};
 use std::io::{self, BufRead, BufReader, Write};
@@ -99,9 +99,7 @@ fn handle_native(stream: UnixStream, engine: &Engine) -> io::Result<()> {
             }
             format_reply(None, &Err(line_too_long()))
         } else {
-            let text = String::from_utf8_lossy(&line);
-            let text = text.trim_end_matches(['\n', '\r']);
-            match parse_request(text) {
+            match parse_request_bytes(&line) {
                 Ok(req) => {
                     let is_sub = req.command == Command::Subscribe;
                     let result = engine.execute(req.command);
