@@ -192,50 +192,6 @@ impl Proto {
 // Randomness and the client.
 // ---------------------------------------------------------------------------
 
-/// xorshift64*: tiny, seeded, the same sequence on every run.
-struct Rng(u64);
-
-impl Rng {
-    /// A generator seeded with `seed` (zero is replaced, xorshift sticks at it).
-    fn new(seed: u64) -> Rng {
-        Rng(if seed == 0 {
-            0x9e37_79b9_7f4a_7c15
-        } else {
-            seed
-        })
-    }
-
-    /// The next 64 random bits.
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number in `0..n` (`n > 0`).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// True with probability `p` percent.
-    fn percent(&mut self, p: u32) -> bool {
-        self.next() % 100 < u64::from(p)
-    }
-
-    /// One of `items`.
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-
-    /// `n` random bytes.
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
 /// A SIP-core client on UDP: `cookie body` datagrams from one socket, a new
 /// cookie for every request but deliberate retransmissions.
 struct Udp {
@@ -304,20 +260,6 @@ impl Udp {
 fn free_udp_port() -> u16 {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind a probe socket");
     s.local_addr().expect("probe address").port()
-}
-
-/// Bytes for a report: lossy text, long runs clipped.
-fn shown(b: &[u8]) -> String {
-    const KEEP: usize = 240;
-    if b.len() <= KEEP {
-        return format!("{:?}", String::from_utf8_lossy(b));
-    }
-    format!(
-        "{:?}…[{} bytes]…{:?}",
-        String::from_utf8_lossy(&b[..KEEP / 2]),
-        b.len(),
-        String::from_utf8_lossy(&b[b.len() - KEEP / 2..])
-    )
 }
 
 // ---------------------------------------------------------------------------
@@ -412,19 +354,6 @@ const NG_COMMANDS: &[(&str, usize)] = &[
     ("delete", 1),
     ("ping", 1),
 ];
-
-/// A command name drawn by weight.
-fn weighted(rng: &mut Rng, table: &[(&'static str, usize)]) -> &'static str {
-    let total: usize = table.iter().map(|(_, w)| w).sum();
-    let mut n = rng.below(total);
-    for (name, w) in table {
-        if n < *w {
-            return name;
-        }
-        n -= w;
-    }
-    table[0].0
-}
 
 /// A dictionary entry.
 fn kv(key: &str, v: Value) -> (Vec<u8>, Value) {
@@ -1467,7 +1396,7 @@ impl Chaos {
 
     /// One ng request, valid or mutated, with its reply checked.
     fn ng_step(&mut self) {
-        let command = weighted(&mut self.rng, NG_COMMANDS);
+        let command = self.rng.weighted(NG_COMMANDS);
         let fresh_offer = command == "offer" && self.rng.percent(15);
         let call = self.pick_call(fresh_offer, 0);
         let mut entries = ng_valid(&mut self.rng, command, &call);
@@ -1617,7 +1546,7 @@ impl Chaos {
 
     /// One rtpproxy command, valid or mutated, with its reply checked.
     fn rp_step(&mut self) {
-        let command = weighted(&mut self.rng, RP_COMMANDS);
+        let command = self.rng.weighted(RP_COMMANDS);
         let fresh_offer = command == "U" && self.rng.percent(15);
         let call = self.pick_call(fresh_offer, 1);
         let mut words = rp_valid(&mut self.rng, command, &call);

@@ -1740,3 +1740,74 @@ pub fn assert_pair_kept_and_refusing(port: u16) {
         }
     }
 }
+
+/// xorshift64*: tiny, seeded, the same sequence on every run (chaos tests).
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A generator seeded with `seed` (zero is replaced, xorshift sticks at it).
+    pub fn new(seed: u64) -> Rng {
+        Rng(if seed == 0 {
+            0x9e37_79b9_7f4a_7c15
+        } else {
+            seed
+        })
+    }
+
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// True with probability `p` percent.
+    pub fn percent(&mut self, p: u32) -> bool {
+        self.next() % 100 < u64::from(p)
+    }
+
+    /// One of `items`.
+    pub fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())].clone()
+    }
+
+    /// A name drawn by weight from `table`.
+    pub fn weighted(&mut self, table: &[(&'static str, usize)]) -> &'static str {
+        let total: usize = table.iter().map(|(_, w)| w).sum();
+        let mut n = self.below(total);
+        for (name, w) in table {
+            if n < *w {
+                return name;
+            }
+            n -= w;
+        }
+        table[0].0
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Bytes for a test report: lossy text, long runs clipped.
+pub fn shown(b: &[u8]) -> String {
+    const KEEP: usize = 240;
+    if b.len() <= KEEP {
+        return format!("{:?}", String::from_utf8_lossy(b));
+    }
+    format!(
+        "{:?}…[{} bytes]…{:?}",
+        String::from_utf8_lossy(&b[..KEEP / 2]),
+        b.len(),
+        String::from_utf8_lossy(&b[b.len() - KEEP / 2..])
+    )
+}
