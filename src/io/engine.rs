@@ -529,19 +529,28 @@ impl Engine {
             .retrieve(Instant::now(), lot, slot)
             .map_err(park_error)?;
         self.publish_park_events(&mut dir, Some(leg));
-        // Bridging ends the parked leg's MOH and continues both streams.
-        self.bridge_locked(&mut dir, leg, &parked.leg)?;
         let tone = lot_cfg.courtesy_tone;
-        for (who, wanted) in [
-            (&parked.leg[..], tone.to_parked()),
-            (leg, tone.to_retriever()),
-        ] {
-            if wanted {
-                if let Err(e) = self.play(&dir, who, "courtesy-tone", Then::Live, None) {
-                    log::warn!("courtesy tone to {who}: {}", e.message);
+        let tone_for = |who: &str, wanted: bool| -> Option<Program> {
+            if !wanted {
+                return None;
+            }
+            self.announcement_program(&dir, who, "courtesy-tone", Then::Live, None)
+                .map_err(|e| log::warn!("courtesy tone to {who}: {}", e.message))
+                .ok()
+        };
+        let to_retriever = tone_for(leg, tone.to_retriever());
+        let to_parked = tone_for(&parked.leg, tone.to_parked());
+        // Bridging ends the parked leg's MOH and continues both streams; the
+        // tones start in the same worker job, so no live packet goes first.
+        self.bridge_locked_then(&mut dir, leg, &parked.leg, move |shard, now, kr, kp| {
+            for (key, program) in [(kp, to_parked), (kr, to_retriever)] {
+                if let Some(p) = program {
+                    if let Err(e) = shard.play(now, key, p) {
+                        log::warn!("courtesy tone: {e}");
+                    }
                 }
             }
-        }
+        })?;
         Ok(Reply::Retrieved {
             lot: parked.lot,
             slot: parked.slot,
@@ -908,6 +917,22 @@ impl Engine {
         class: Option<&str>,
     ) -> Result<Reply, ControlError> {
         let (w, key) = self.leg_of(dir, leg)?;
+        let program = self.announcement_program(dir, leg, announcement, then, class)?;
+        self.workers[w]
+            .call(move |ctx| ctx.shard.play(Instant::now(), key, program))?
+            .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
+        Ok(Reply::Done {})
+    }
+
+    /// An announcement for `leg`, in its codec, followed by `then`.
+    fn announcement_program(
+        &self,
+        dir: &Directory,
+        leg: &str,
+        announcement: &str,
+        then: Then,
+        class: Option<&str>,
+    ) -> Result<Program, ControlError> {
         let (fmt, _) = self.media_format(dir, leg)?;
         let frames = self
             .library
@@ -918,7 +943,7 @@ impl Engine {
             Then::Nothing => After::Nothing,
             Then::Moh => After::Play(Box::new(self.moh_program(class.unwrap_or("default"), fmt)?)),
         };
-        let program = Program {
+        Ok(Program {
             name: announcement.to_owned(),
             frames,
             pt: fmt.pt,
@@ -926,11 +951,7 @@ impl Engine {
             epoch: self.started,
             looping: false,
             then,
-        };
-        self.workers[w]
-            .call(move |ctx| ctx.shard.play(Instant::now(), key, program))?
-            .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
-        Ok(Reply::Done {})
+        })
     }
 
     fn create_leg(&self, c: CreateLeg) -> Result<LegCreated, ControlError> {
@@ -1264,10 +1285,21 @@ impl Engine {
                 ),
             ));
         }
-        self.bridge_locked(&mut dir, a, b)
+        self.bridge_locked_then(&mut dir, a, b, |_, _, _, _| {})
     }
 
-    fn bridge_locked(&self, dir: &mut Directory, a: &str, b: &str) -> Result<Reply, ControlError> {
+    /// Bridges `a` and `b` (moving `b` to `a`'s worker first if needed), then
+    /// runs `then` with their keys in the same worker job.
+    fn bridge_locked_then<F>(
+        &self,
+        dir: &mut Directory,
+        a: &str,
+        b: &str,
+        then: F,
+    ) -> Result<Reply, ControlError>
+    where
+        F: FnOnce(&mut crate::session::Shard, Instant, LegKey, LegKey) + Send + 'static,
+    {
         let (wa, ka) = self.leg_of(dir, a)?;
         let (wb, _) = self.leg_of(dir, b)?;
         if a == b {
@@ -1281,7 +1313,11 @@ impl Engine {
         }
         let (_, kb) = self.leg_of(dir, b)?;
         self.workers[wa]
-            .call(move |ctx| ctx.shard.bridge(ka, kb))?
+            .call(move |ctx| {
+                ctx.shard.bridge(ka, kb)?;
+                then(&mut ctx.shard, Instant::now(), ka, kb);
+                Ok::<(), crate::session::SessionError>(())
+            })?
             .map_err(|e| ControlError::new(ErrorCode::InvalidState, e.to_string()))?;
         Ok(Reply::Done {})
     }
