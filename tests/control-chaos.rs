@@ -819,7 +819,7 @@ fn set_key(e: &mut Vec<(Vec<u8>, Value)>, key: &str, v: Value) {
 }
 
 /// Applies one structural mutation to an ng request dictionary.
-fn mutate_ng(rng: &mut Rng, e: &mut Vec<(Vec<u8>, Value)>, fresh: &mut dyn FnMut() -> String) {
+fn mutate_ng(rng: &mut Rng, e: &mut Vec<(Vec<u8>, Value)>, fresh: &mut FreshIds) {
     match rng.below(16) {
         0 | 1 => {
             if !e.is_empty() {
@@ -984,7 +984,7 @@ fn mutate_ng(rng: &mut Rng, e: &mut Vec<(Vec<u8>, Value)>, fresh: &mut dyn FnMut
                     set_key(e, "to-tag", v);
                 }
             } else {
-                set_key(e, "call-id", Value::str(&fresh()));
+                set_key(e, "call-id", Value::str(&fresh.next()));
             }
         }
     }
@@ -1042,7 +1042,7 @@ fn ng_garbage(rng: &mut Rng) -> Vec<u8> {
 }
 
 /// Applies one mutation to an rtpproxy command's words.
-fn mutate_rp(rng: &mut Rng, w: &mut Vec<Vec<u8>>, fresh: &mut dyn FnMut() -> String) {
+fn mutate_rp(rng: &mut Rng, w: &mut Vec<Vec<u8>>, fresh: &mut FreshIds) {
     let letter = w.first().and_then(|f| f.first()).copied().unwrap_or(b'V');
     match rng.below(15) {
         0 | 1 => {
@@ -1155,7 +1155,7 @@ fn mutate_rp(rng: &mut Rng, w: &mut Vec<Vec<u8>>, fresh: &mut dyn FnMut() -> Str
                     .as_bytes()
                     .to_vec();
             } else if w.len() > 1 {
-                w[1] = fresh().into_bytes();
+                w[1] = fresh.next().into_bytes();
             }
         }
         13 => {
@@ -1167,7 +1167,7 @@ fn mutate_rp(rng: &mut Rng, w: &mut Vec<Vec<u8>>, fresh: &mut dyn FnMut() -> Str
         }
         _ => {
             if w.len() > 1 {
-                w[1] = fresh().into_bytes();
+                w[1] = fresh.next().into_bytes();
             }
         }
     }
@@ -1194,6 +1194,20 @@ fn rp_garbage(rng: &mut Rng) -> Vec<u8> {
 // The run.
 // ---------------------------------------------------------------------------
 
+/// Call-ids no request has named yet: `fresh-<backend>-<n>@chaos`.
+struct FreshIds {
+    backend: &'static str,
+    n: u64,
+}
+
+impl FreshIds {
+    /// The next unused call-id.
+    fn next(&mut self) -> String {
+        self.n += 1;
+        format!("fresh-{}-{}@chaos", self.backend, self.n)
+    }
+}
+
 /// One request of the round in progress, for the log of a failing round.
 struct Sent {
     proto: Proto,
@@ -1212,7 +1226,7 @@ struct Chaos {
     pool: Vec<CallIds>,
     /// Every call-id a request named (before byte-level mutation).
     named: BTreeSet<Vec<u8>>,
-    fresh: u64,
+    fresh: FreshIds,
     free_before: u64,
     round: Vec<Sent>,
     problems: Vec<String>,
@@ -1278,7 +1292,10 @@ impl Chaos {
             backend,
             pool,
             named: BTreeSet::new(),
-            fresh: 0,
+            fresh: FreshIds {
+                backend: backend.as_str(),
+                n: 0,
+            },
             free_before,
             round: Vec::new(),
             problems: Vec::new(),
@@ -1292,7 +1309,7 @@ impl Chaos {
     /// one of the pool.
     fn pick_call(&mut self, fresh: bool, template: usize) -> CallIds {
         if fresh {
-            let id = self.fresh_id();
+            let id = self.fresh.next();
             CallIds {
                 id,
                 ..self.pool[template].clone()
@@ -1300,12 +1317,6 @@ impl Chaos {
         } else {
             self.pool[self.rng.below(POOL)].clone()
         }
-    }
-
-    /// A call-id no request has named yet.
-    fn fresh_id(&mut self) -> String {
-        self.fresh += 1;
-        format!("fresh-{}-{}@chaos", self.backend.as_str(), self.fresh)
     }
 
     /// Notes a problem with the request just sent.
@@ -1407,14 +1418,8 @@ impl Chaos {
             ng_garbage(&mut self.rng)
         } else {
             if mutate {
-                let backend = self.backend.as_str();
-                let counter = &mut self.fresh;
-                let mut fresh = || {
-                    *counter += 1;
-                    format!("fresh-{backend}-{counter}@chaos")
-                };
                 for _ in 0..1 + self.rng.below(3) {
-                    mutate_ng(&mut self.rng, &mut entries, &mut fresh);
+                    mutate_ng(&mut self.rng, &mut entries, &mut self.fresh);
                 }
             }
             for (k, v) in &entries {
@@ -1557,17 +1562,11 @@ impl Chaos {
             rp_garbage(&mut self.rng)
         } else {
             if mutate {
-                let backend = self.backend.as_str();
-                let counter = &mut self.fresh;
-                let mut fresh = || {
-                    *counter += 1;
-                    format!("fresh-{backend}-{counter}@chaos")
-                };
                 for _ in 0..1 + self.rng.below(3) {
                     if words.is_empty() {
                         words.push(b"V".to_vec());
                     }
-                    mutate_rp(&mut self.rng, &mut words, &mut fresh);
+                    mutate_rp(&mut self.rng, &mut words, &mut self.fresh);
                 }
             }
             if let Some(id) = words.get(1) {
@@ -1653,7 +1652,7 @@ impl Chaos {
 
     /// A whole call over ng as Kamailio runs it, every step checked.
     fn ng_dialog(&mut self) {
-        let id = self.fresh_id();
+        let id = self.fresh.next();
         let c = CallIds {
             id: id.clone(),
             from: "healthSIPpTag001".into(),
@@ -1702,7 +1701,7 @@ impl Chaos {
 
     /// A whole call over rtpproxy as Kamailio runs it, every step checked.
     fn rp_dialog(&mut self) {
-        let id = self.fresh_id();
+        let id = self.fresh.next();
         let (from, to) = ("healthSIPpTag001", "healthSIPpTag011");
         assert_eq!(self.rp_ok("V"), "20040107");
         assert_eq!(self.rp_ok("VF 20050322"), "1");
