@@ -91,14 +91,14 @@ pub struct PortAllocator {
     first: u16,
     free: VecDeque<u16>,
     pairs: usize,
-    /// Parked sockets of free pairs, by pair index.
-    warm: Vec<Option<[UdpSocket; 2]>>,
+    /// Parked free pairs, by pair index.
+    warm: Vec<Option<PortPair>>,
     warm_count: usize,
     /// Most free pairs kept bound.
     warm_limit: usize,
     /// Most pairs bound at once, in use or warm (the descriptor budget).
     bound_limit: usize,
-    /// Datagrams found queued on pairs as they were parked.
+    /// Datagrams found queued on pairs as they were parked or handed out again.
     stale: u64,
 }
 
@@ -149,7 +149,7 @@ impl PortAllocator {
                 continue;
             };
             if pair.park(self.ip).is_ok() {
-                self.warm[idx] = Some([pair.rtp, pair.rtcp]);
+                self.warm[idx] = Some(pair);
                 self.warm_count += 1;
                 bound += 1;
             }
@@ -168,7 +168,7 @@ impl PortAllocator {
     }
 
     /// Datagrams that had reached pairs after their call ended, dropped as the
-    /// pairs were parked.
+    /// pairs were parked or handed out again.
     pub fn stale_dropped(&self) -> u64 {
         self.stale
     }
@@ -229,7 +229,7 @@ impl PortAllocator {
         self.release(pair.port);
         let idx = self.index(pair.port);
         if self.warm_count < self.keepable() && self.warm[idx].is_none() {
-            self.warm[idx] = Some([pair.rtp, pair.rtcp]);
+            self.warm[idx] = Some(pair);
             self.warm_count += 1;
         }
     }
@@ -246,9 +246,8 @@ impl PortAllocator {
 
     fn take_warm(&mut self, port: u16) -> Option<PortPair> {
         let idx = self.index(port);
-        let [rtp, rtcp] = self.warm[idx].take()?;
+        let pair = self.warm[idx].take()?;
         self.warm_count -= 1;
-        let pair = PortPair { rtp, rtcp, port };
         match pair.unpark(self.ip) {
             Ok(stale) => {
                 self.stale += stale;
