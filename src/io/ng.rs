@@ -248,8 +248,8 @@ fn offer_answer(sig: &Signalling, side: Side, req: NgRequest) -> Result<Value, C
         .as_ref()
         .map(|m| media_of(m.file.as_deref(), m.blob.as_deref(), m.db_id))
         .transpose()?;
-    let is_new = side == Side::Offer && !sig.has_call(call_id);
-    let locals = sig.negotiate(side, call_id, from_tag, req.to_tag.as_deref(), &media, opts)?;
+    let negotiated = sig.negotiate(side, call_id, from_tag, req.to_tag.as_deref(), &media, opts)?;
+    let locals = negotiated.locals;
     // The rest, once the legs exist: the rewritten SDP, the party's music on
     // hold and whether it holds.
     let finish = || -> Result<Value, ControlError> {
@@ -291,7 +291,7 @@ fn offer_answer(sig: &Signalling, side: Side, req: NgRequest) -> Result<Value, C
         Ok(reply_ok(vec![("sdp", Value::bytes(rewritten))]))
     };
     let finished = finish();
-    if finished.is_err() && is_new {
+    if finished.is_err() && negotiated.created {
         // A first offer that fails leaves no call behind.
         sig.abandon(call_id);
     }

@@ -257,7 +257,7 @@ fn update(sig: &Signalling, side: Side, s: Session) -> RpResult {
         opts,
     );
     match result {
-        Ok(locals) => match locals.first().copied().flatten() {
+        Ok(n) => match n.locals.first().copied().flatten() {
             Some(l) => Ok(format_port(None, l.rtp_port, l.ip)),
             None => Ok(format_ok(None)),
         },

@@ -160,6 +160,14 @@ pub struct SigStats {
     pub timed_out: u64,
 }
 
+/// What [`Signalling::negotiate`] did.
+pub struct Negotiated {
+    /// Per media entry, where the counterpart must send (`None`: rejected stream).
+    pub locals: Vec<Option<Local>>,
+    /// Whether this offer created the call.
+    pub created: bool,
+}
+
 /// The call/tag directory in front of the engine.
 pub struct Signalling {
     engine: Arc<Engine>,
@@ -212,7 +220,8 @@ impl Signalling {
     /// Runs an offer (`side = Offer`: `media` is `from_tag`'s) or an answer
     /// (`side = Answer`: `media` is `to_tag`'s). `media` pairs a media-section
     /// index with what the SDP says about it. Returns, per entry of `media`,
-    /// where that party's counterpart must send (`None` for a rejected stream).
+    /// where that party's counterpart must send (`None` for a rejected stream),
+    /// and whether this offer created the call.
     pub fn negotiate(
         &self,
         side: Side,
@@ -221,7 +230,7 @@ impl Signalling {
         to_tag: Option<&str>,
         media: &[(usize, MediaOffer)],
         opts: Options,
-    ) -> Result<Vec<Option<Local>>, ControlError> {
+    ) -> Result<Negotiated, ControlError> {
         if call_id.is_empty() || from_tag.is_empty() {
             return Err(ControlError::new(
                 ErrorCode::MissingField,
@@ -267,12 +276,10 @@ impl Signalling {
             // A failed first offer leaves nothing behind.
             self.abandon_locked(&mut dir, call_id);
         }
-        result
-    }
-
-    /// Whether a call with this id exists.
-    pub fn has_call(&self, call_id: &str) -> bool {
-        lock(&self.calls).calls.contains_key(call_id)
+        result.map(|locals| Negotiated {
+            locals,
+            created: is_new,
+        })
     }
 
     /// Undoes a call that its first offer created, when a later step of that
